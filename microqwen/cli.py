@@ -1,0 +1,52 @@
+"""The `microqwen` command line: argument parsing, and turning errors into one-line messages.
+
+Every subcommand is a function `cmd_<name>(args) -> exit status`. A
+`MicroQwenError` anywhere below becomes `microqwen: error: <message>` on stderr and
+exit status 2; Ctrl-C becomes exit status 130. Results go to stdout, progress and
+timings to stderr, so `microqwen ... > out.txt` captures only results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from . import __version__, inspect_model
+from .errors import MicroQwenError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    report = inspect_model.inspect(args.path)
+    print(inspect_model.to_json(report) if args.json else inspect_model.to_text(report))
+    if report.problems:
+        raise MicroQwenError(f"{args.path}: the weights do not fit config.json: " + "; ".join(report.problems))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
+    parser.add_argument("--version", action="version", version=f"microqwen {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    inspect = commands.add_parser("inspect", help="show the tensors, sizes and config of a model file or directory")
+    inspect.add_argument("path", metavar="PATH", help="a .safetensors file or a model directory")
+    inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    inspect.set_defaults(run=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args)
+    except MicroQwenError as e:
+        print(f"microqwen: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("microqwen: interrupted", file=sys.stderr)
+        return 130

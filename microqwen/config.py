@@ -1,0 +1,204 @@
+"""The Qwen2 configuration: the architecture numbers from config.json, checked.
+
+Qwen2.5-0.5B's config.json says, among other things:
+
+    hidden_size 896            the width of the residual stream
+    intermediate_size 4864     the width inside the MLP
+    num_hidden_layers 24       decoder layers
+    num_attention_heads 14     query heads, each head_dim = 896 / 14 = 64 wide
+    num_key_value_heads 2      key/value heads, so n_rep = 14 / 2 = 7 query heads share one
+    rope_theta 1000000.0       the RoPE base (10000 was the C project's bug)
+    rms_norm_eps 1e-06         added to the mean square in every RMSNorm
+    tie_word_embeddings true   the output head reuses embed_tokens.weight
+
+`Config.from_file` reads those keys, refuses a missing or wrong-typed one with a
+`ConfigError` naming the key and the file, and derives `head_dim` and `n_rep`.
+`expected_shapes` lists every tensor a Qwen2 checkpoint must hold, and
+`check_tensors` compares a checkpoint with it and reports every mismatch at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import ConfigError
+from .jsonparse import JSON, parse_file
+from .safetensors import TensorInfo
+
+@dataclass(frozen=True)
+class Config:
+    """A Qwen2 model's shape and constants (names as in config.json and transformers)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    max_position_embeddings: int
+    rope_theta: float
+    rms_norm_eps: float
+    head_dim: int
+    tie_word_embeddings: bool
+    bos_token_id: int | None
+    eos_token_ids: tuple[int, ...]
+
+    @property
+    def n_rep(self) -> int:
+        """Query heads per key/value head (the GQA group size): 14 / 2 = 7."""
+        return self.num_attention_heads // self.num_key_value_heads
+
+    @property
+    def q_size(self) -> int:
+        """Width of all query heads together: 14 x 64 = 896."""
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        """Width of all key (or value) heads together: 2 x 64 = 128."""
+        return self.num_key_value_heads * self.head_dim
+
+    @classmethod
+    def from_file(cls, path: str) -> Config:
+        """Read and check config.json."""
+        return cls.from_dict(parse_file(path), path)
+
+    @classmethod
+    def from_dict(cls, raw: JSON, source: str) -> Config:
+        """Check a parsed config.json; `source` names it in error messages."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: must be a JSON object")
+        _check_supported(raw, source)
+        hidden_size = _positive_int(raw, "hidden_size", source)
+        heads = _positive_int(raw, "num_attention_heads", source)
+        kv_heads = _positive_int(raw, "num_key_value_heads", source)
+        if heads % kv_heads:
+            raise ConfigError(f"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+        return cls(
+            hidden_size=hidden_size,
+            intermediate_size=_positive_int(raw, "intermediate_size", source),
+            num_hidden_layers=_positive_int(raw, "num_hidden_layers", source),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            vocab_size=_positive_int(raw, "vocab_size", source),
+            max_position_embeddings=_positive_int(raw, "max_position_embeddings", source),
+            rope_theta=_positive_float(raw, "rope_theta", source),
+            rms_norm_eps=_positive_float(raw, "rms_norm_eps", source),
+            head_dim=_head_dim(raw, hidden_size, heads, source),
+            tie_word_embeddings=_bool(raw, "tie_word_embeddings", False, source),
+            bos_token_id=_optional_token(raw, "bos_token_id", source),
+            eos_token_ids=_eos_token_ids(raw, source),
+        )
+
+
+def _check_supported(raw: dict[str, JSON], source: str) -> None:
+    """Refuse the variants of the config that microqwen does not implement."""
+    if raw.get("model_type", "qwen2") != "qwen2":
+        raise ConfigError(f"{source}: model_type {raw['model_type']!r} is not 'qwen2'")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"{source}: hidden_act {raw['hidden_act']!r} is not supported (only 'silu')")
+    if raw.get("rope_scaling") is not None:
+        raise ConfigError(f"{source}: rope_scaling {raw['rope_scaling']!r} is not supported (only null)")
+    if raw.get("use_sliding_window", False) is not False:
+        raise ConfigError(f"{source}: use_sliding_window must be false (sliding-window attention is not implemented)")
+
+
+def _positive_int(raw: dict[str, JSON], key: str, source: str) -> int:
+    if key not in raw:
+        raise ConfigError(f"{source}: missing key {key!r}")
+    value = raw[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{source}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _positive_float(raw: dict[str, JSON], key: str, source: str) -> float:
+    if key not in raw:
+        raise ConfigError(f"{source}: missing key {key!r}")
+    value = raw[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{source}: {key} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _bool(raw: dict[str, JSON], key: str, default: bool, source: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _head_dim(raw: dict[str, JSON], hidden_size: int, heads: int, source: str) -> int:
+    """head_dim if config.json gives it, else hidden_size / num_attention_heads; even, for RoPE."""
+    if "head_dim" in raw:
+        head_dim = _positive_int(raw, "head_dim", source)
+    elif hidden_size % heads:
+        raise ConfigError(f"{source}: hidden_size {hidden_size} is not a multiple of num_attention_heads {heads}")
+    else:
+        head_dim = hidden_size // heads
+    if head_dim % 2:
+        raise ConfigError(f"{source}: head_dim {head_dim} must be even (RoPE rotates pairs of halves)")
+    return head_dim
+
+
+def _optional_token(raw: dict[str, JSON], key: str, source: str) -> int | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigError(f"{source}: {key} must be a token id or null, got {value!r}")
+    return value
+
+
+def _eos_token_ids(raw: dict[str, JSON], source: str) -> tuple[int, ...]:
+    """eos_token_id is an id, a list of ids, or absent."""
+    value = raw.get("eos_token_id")
+    ids = value if isinstance(value, list) else [] if value is None else [value]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ConfigError(f"{source}: eos_token_id must be a token id or a list of them, got {value!r}")
+    return tuple(ids)
+
+
+def expected_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """Every tensor a Qwen2 checkpoint holds, with its shape ([out, in] for a linear layer)."""
+    hidden, inter = config.hidden_size, config.intermediate_size
+    shapes = {"model.embed_tokens.weight": (config.vocab_size, hidden), "model.norm.weight": (hidden,)}
+    for i in range(config.num_hidden_layers):
+        layer = f"model.layers.{i}"
+        shapes.update({
+            f"{layer}.input_layernorm.weight": (hidden,),
+            f"{layer}.self_attn.q_proj.weight": (config.q_size, hidden),
+            f"{layer}.self_attn.q_proj.bias": (config.q_size,),
+            f"{layer}.self_attn.k_proj.weight": (config.kv_size, hidden),
+            f"{layer}.self_attn.k_proj.bias": (config.kv_size,),
+            f"{layer}.self_attn.v_proj.weight": (config.kv_size, hidden),
+            f"{layer}.self_attn.v_proj.bias": (config.kv_size,),
+            f"{layer}.self_attn.o_proj.weight": (hidden, config.q_size),
+            f"{layer}.post_attention_layernorm.weight": (hidden,),
+            f"{layer}.mlp.gate_proj.weight": (inter, hidden),
+            f"{layer}.mlp.up_proj.weight": (inter, hidden),
+            f"{layer}.mlp.down_proj.weight": (hidden, inter),
+        })  # fmt: skip
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (config.vocab_size, hidden)
+    return shapes
+
+
+def mismatches(config: Config, tensors: Mapping[str, TensorInfo]) -> list[str]:
+    """Every way the checkpoint's tensors differ from what the config implies (empty if none)."""
+    expected = expected_shapes(config)
+    problems = [f"missing tensor {name} {list(shape)}" for name, shape in expected.items() if name not in tensors]
+    problems += [f"unexpected tensor {name}" for name in tensors if name not in expected]
+    for name, info in tensors.items():
+        if name in expected and info.shape != expected[name]:
+            problems.append(f"tensor {name} has shape {list(info.shape)}, the config implies {list(expected[name])}")
+        if name in expected and info.dtype != "BF16":
+            problems.append(f"tensor {name} is {info.dtype}; microqwen reads BF16 weights")
+    return problems
+
+
+def check_tensors(config: Config, tensors: Mapping[str, TensorInfo], source: str) -> None:
+    """Raise a `ConfigError` listing every mismatch between the checkpoint and the config."""
+    problems = mismatches(config, tensors)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise ConfigError(f"{source}: the weights do not fit config.json: {shown}")
