@@ -18,7 +18,9 @@ def is_stdlib(name: str) -> bool:
     names = getattr(sys, "stdlib_module_names", None)  # Python 3.10+
     if names is not None:
         return name in names
-    spec = importlib.util.find_spec(name)  # 3.9 (PyPy): where would it be imported from?
+    if name in sys.builtin_module_names:  # 3.9 (PyPy): compiled into the interpreter
+        return True
+    spec = importlib.util.find_spec(name)  # else: where would it be imported from?
     if spec is None or spec.origin is None:
         return False
     if spec.origin in ("built-in", "frozen"):
