@@ -9,11 +9,14 @@ timings to stderr, so `microqwen ... > out.txt` captures only results.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Callable, Sequence
 
 from . import __version__, inspect_model
 from .errors import MicroQwenError
+from .kernels import KERNELS
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -26,6 +29,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    figures = bench.measure(args.model, args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
+                            progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
+    print(bench.report(figures))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
     parser.add_argument("--version", action="version", version=f"microqwen {__version__}")
@@ -35,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", metavar="PATH", help="a .safetensors file or a model directory")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.set_defaults(run=cmd_inspect)
+
+    bench = commands.add_parser("bench", help="measure kernel rate, load, prefill and decode speed, memory")
+    bench.add_argument("--model", required=True, metavar="DIR", help="a model directory")
+    bench.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
+    bench.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default 32)")
+    bench.add_argument("--decode-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    bench.add_argument("--json", metavar="FILE", help="also save the figures as JSON")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

@@ -83,7 +83,7 @@ class Config:
             num_key_value_heads=kv_heads,
             vocab_size=_positive_int(raw, "vocab_size", source),
             max_position_embeddings=_positive_int(raw, "max_position_embeddings", source),
-            rope_theta=_positive_float(raw, "rope_theta", source),
+            rope_theta=_rope_theta(raw, source),
             rms_norm_eps=_positive_float(raw, "rms_norm_eps", source),
             head_dim=_head_dim(raw, hidden_size, heads, source),
             tie_word_embeddings=_bool(raw, "tie_word_embeddings", False, source),
@@ -100,8 +100,22 @@ def _check_supported(raw: dict[str, JSON], source: str) -> None:
         raise ConfigError(f"{source}: hidden_act {raw['hidden_act']!r} is not supported (only 'silu')")
     if raw.get("rope_scaling") is not None:
         raise ConfigError(f"{source}: rope_scaling {raw['rope_scaling']!r} is not supported (only null)")
+    if any(kind != "full_attention" for kind in raw.get("layer_types") or []):
+        raise ConfigError(f"{source}: layer_types {raw['layer_types']!r}: only 'full_attention' layers are implemented")
     if raw.get("use_sliding_window", False) is not False:
         raise ConfigError(f"{source}: use_sliding_window must be false (sliding-window attention is not implemented)")
+
+
+def _rope_theta(raw: dict[str, JSON], source: str) -> float:
+    """rope_theta: at the top level (the hub files, transformers 4) or in rope_parameters (transformers 5)."""
+    parameters = raw.get("rope_parameters")
+    if parameters is None:
+        return _positive_float(raw, "rope_theta", source)
+    if not isinstance(parameters, dict):
+        raise ConfigError(f"{source}: rope_parameters must be an object, got {parameters!r}")
+    if parameters.get("rope_type", "default") != "default":
+        raise ConfigError(f"{source}: rope_parameters rope_type {parameters['rope_type']!r} is not supported (only 'default')")
+    return _positive_float(parameters, "rope_theta", f"{source} rope_parameters")
 
 
 def _positive_int(raw: dict[str, JSON], key: str, source: str) -> int:

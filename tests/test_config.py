@@ -73,7 +73,15 @@ BAD = [
     ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
     ({"rope_scaling": {"type": "yarn"}}, "rope_scaling .* is not supported"),
     ({"use_sliding_window": True}, "use_sliding_window must be false"),
+    ({"layer_types": ["full_attention", "sliding_attention"]}, "only 'full_attention' layers"),
+    ({"rope_theta": ..., "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}}, "rope_type 'yarn' is not supported"),
+    ({"rope_theta": ..., "rope_parameters": {"rope_type": "default"}}, "rope_parameters: missing key 'rope_theta'"),
 ]
+
+
+def test_transformers_5_writes_rope_theta_in_rope_parameters(tmp_path: pathlib.Path) -> None:
+    config = load(tmp_path, rope_theta=..., rope_parameters={"rope_theta": 10000.0, "rope_type": "default"})
+    assert config.rope_theta == 10000.0
 
 
 @pytest.mark.parametrize("changes, message", BAD)

@@ -1,0 +1,120 @@
+"""`microqwen bench`: how fast is pure Python at running an LLM, and where does the time go?
+
+One run measures, on the model and worker count you give it:
+
+- the bare kernel rate: multiply-adds per second of one worker's matrix kernel on its slice of
+  `layers.0.mlp.gate_up_proj`, timed in every worker at once (so both cores are as busy as in a
+  real step);
+- load time; prefill of a 32-token prompt (tokens/s); greedy decode of 32 tokens (tokens/s);
+- the efficiency ratio: the multiply-adds per second of whole decode steps divided by
+  (bare kernel rate x workers). 1.0 would mean the engine adds no cost to the kernel: no time
+  in the main process's norms, RoPE and attention, no waiting on pipes, no imbalance;
+- the peak resident memory of all processes together.
+
+A decode step's multiply-adds are counted from the weight matrices (494 million for
+Qwen2.5-0.5B); attention over the cache adds a few thousand per position and is left out.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from .kernels import best_kernel
+from .linear import LocalLinear, linear_jobs
+from .model import Qwen2Model, load
+from .workers import WorkerPool, kernel_rate
+
+KERNEL_JOB = "layers.0.mlp.gate_up_proj"
+
+
+def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32, decode_tokens: int = 32,
+            kernel_seconds: float = 2.0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run the benchmark on the model at `path`; return every figure in a dict."""
+    say = progress or (lambda message: None)
+    start = time.perf_counter()
+    with load(path, workers=workers, kernel=kernel) as model:
+        load_seconds = time.perf_counter() - start
+        say(f"loaded in {load_seconds:.1f} s; timing the kernel")
+        rates = _kernel_rates(model, kernel_seconds)
+        vocab = model.config.vocab_size
+        prompt = [(i * 7919 + 13) % vocab for i in range(prompt_tokens)]
+        say(f"prefill of {prompt_tokens} tokens")
+        start = time.perf_counter()
+        logits = model.prefill(prompt)
+        prefill_seconds = time.perf_counter() - start
+        say(f"decode of {decode_tokens} tokens")
+        step_seconds = []
+        for _ in range(decode_tokens):
+            token = max(range(len(logits)), key=logits.__getitem__)
+            start = time.perf_counter()
+            logits = model.forward(token, model.pos)
+            step_seconds.append(time.perf_counter() - start)
+        memory = _peak_memory(model)
+    macs_per_token = sum(job.multiply_adds for job in linear_jobs(model.config))
+    decode_rate = decode_tokens / sum(step_seconds)
+    kernel_mean = statistics.mean(rates)
+    return {
+        "interpreter": f"{platform.python_implementation()} {platform.python_version()}",
+        "cpus": os.cpu_count(),
+        "model": path,
+        "workers": workers,
+        "kernel": kernel or best_kernel(),
+        "kernel_rate_per_worker": kernel_mean,
+        "kernel_rates": rates,
+        "load_seconds": load_seconds,
+        "prefill_tokens": prompt_tokens,
+        "prefill_tokens_per_second": prompt_tokens / prefill_seconds,
+        "decode_tokens": decode_tokens,
+        "decode_tokens_per_second": decode_rate,
+        "decode_median_ms_per_token": 1000 * statistics.median(step_seconds),
+        "multiply_adds_per_token": macs_per_token,
+        "efficiency": macs_per_token * decode_rate / (kernel_mean * max(workers, 1)),
+        "peak_memory_bytes": memory,
+    }
+
+
+def _kernel_rates(model: Qwen2Model, seconds: float) -> list[float]:
+    if isinstance(model.linear, WorkerPool):
+        return model.linear.kernel_rates(KERNEL_JOB, seconds)
+    assert isinstance(model.linear, LocalLinear)
+    return [kernel_rate(model.linear.matrices[KERNEL_JOB], seconds)]
+
+
+def _peak_memory(model: Qwen2Model) -> int:
+    """Sum of the peak resident set size (VmHWM) of this process and its workers, in bytes."""
+    pids = [os.getpid()]
+    if isinstance(model.linear, WorkerPool):
+        pids += [process.pid for process in model.linear.processes]
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                total += next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+        except (OSError, StopIteration):  # not Linux: this process's own peak only
+            import resource
+
+            scale = 1 if sys.platform == "darwin" else 1024
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return total
+
+
+def report(figures: dict[str, Any]) -> str:
+    """The figures as a few readable lines."""
+    f = figures
+    return "\n".join([
+        f"{f['interpreter']}, {f['cpus']} CPUs, {f['workers']} workers, kernel {f['kernel']}, model {f['model']}",
+        f"kernel      {f['kernel_rate_per_worker'] / 1e6:8.1f} M multiply-adds/s per worker "
+        f"({', '.join(f'{r / 1e6:.1f}' for r in f['kernel_rates'])})",
+        f"load        {f['load_seconds']:8.1f} s",
+        f"prefill     {f['prefill_tokens_per_second']:8.2f} tokens/s ({f['prefill_tokens']} tokens)",
+        f"decode      {f['decode_tokens_per_second']:8.2f} tokens/s ({f['decode_tokens']} tokens, "
+        f"median {f['decode_median_ms_per_token']:.0f} ms/token, "
+        f"{f['multiply_adds_per_token'] / 1e6:.0f} M multiply-adds/token)",
+        f"efficiency  {f['efficiency']:8.2f} (decode multiply-adds/s / (kernel rate x workers))",
+        f"memory      {f['peak_memory_bytes'] / 2**30:8.2f} GiB peak resident, all processes",
+    ])  # fmt: skip

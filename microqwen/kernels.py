@@ -1,0 +1,204 @@
+"""Matrix-vector kernels: y = W x over bfloat16 weights, the hot loop of the whole model.
+
+One decode step of Qwen2.5-0.5B is about 494 million multiply-adds, nearly all of them in
+products of a weight matrix W [out, in] (stored as bfloat16 bits) with an activation x [in]:
+
+    y[r] = sum_j W[r, j] * x[j]            for r = 0 .. out-1
+
+Everything else in the model is small, so the speed of this loop is the speed of microqwen.
+Each kernel below is a `Matrix` subclass that stores W in the form its loop wants and
+computes the same y; which one is fastest depends on the interpreter (the "kernel ladder"):
+
+| kernel        | W is stored as                         | inner loop                          | best on        |
+|---------------|----------------------------------------|-------------------------------------|----------------|
+| `naive`       | `array('H')` of bf16 bits              | `s += TABLE[w[i]] * x[j]`           | reading        |
+| `rows`        | a list of rows of floats (shared       | `math.sumprod(row, x)` (3.12+), or  | CPython        |
+|               | objects from `bf16.TABLE`)             | `sum(map(operator.mul, row, x))`    |                |
+| `unrolled`    | `array('H')` of bf16 bits              | the naive loop, 4 rows per pass     | PyPy (the JIT) |
+
+`matmat` multiplies several activations (the tokens of a prompt) by the same W; the
+`unrolled` kernel then reads each weight once for 4 tokens (prefill).
+All kernels are tested to agree with `naive`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import platform
+from array import array
+from typing import Callable, Sequence
+
+from .bf16 import TABLE
+
+Vector = Sequence[float]
+
+
+def _sum_of_products(a: Vector, b: Vector) -> float:
+    """sum_i a[i] * b[i]: the fallback for `math.sumprod` (Python < 3.12)."""
+    total: float = sum(map(operator.mul, a, b))
+    return total
+
+
+def _plain_dot(a: Vector, b: Vector) -> float:
+    """sum_i a[i] * b[i] as a plain loop: what PyPy's JIT compiles best."""
+    total = 0.0
+    for i in range(len(a)):
+        total += a[i] * b[i]
+    return total
+
+
+def _pick_dot() -> Callable[[Vector, Vector], float]:
+    if platform.python_implementation() == "PyPy":
+        return _plain_dot
+    sumprod: Callable[[Vector, Vector], float] | None = getattr(math, "sumprod", None)
+    return sumprod or _sum_of_products
+
+
+dot = _pick_dot()
+"""The fastest dot product of two float vectors on this interpreter (used by attention too)."""
+
+
+class Matrix:
+    """A weight matrix W [rows, cols] read from bfloat16 bytes (row-major, little-endian)."""
+
+    kernel = "abstract"
+
+    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
+        if len(raw) != 2 * rows * cols:
+            raise ValueError(f"{len(raw)} bytes do not hold a [{rows}, {cols}] bfloat16 matrix")
+        self.rows = rows
+        self.cols = cols
+
+    def matvec(self, x: Vector) -> list[float]:
+        """y = W x: [cols] -> [rows]."""
+        raise NotImplementedError
+
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """[W x for x in xs]: several activations (tokens) through the same weights."""
+        return [self.matvec(x) for x in xs]
+
+
+class NaiveMatrix(Matrix):
+    """The reference kernel: two nested loops, each weight looked up in the bf16 table."""
+
+    kernel = "naive"
+
+    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
+        super().__init__(raw, rows, cols)
+        self.bits = array("H")
+        self.bits.frombytes(raw)
+
+    def matvec(self, x: Vector) -> list[float]:
+        w, cols = self.bits, self.cols
+        y = []
+        for r in range(self.rows):
+            base = r * cols
+            total = 0.0
+            for j in range(cols):
+                total += TABLE[w[base + j]] * x[j]
+            y.append(total)
+        return y
+
+
+class RowsMatrix(Matrix):
+    """CPython's kernel: each row a list of floats, multiplied by C code (`math.sumprod`).
+
+    The floats are the 65,536 shared objects of `bf16.TABLE`, so a row costs 8 bytes a
+    weight (one pointer) instead of 32 for fresh float objects.
+    """
+
+    kernel = "rows"
+
+    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
+        super().__init__(raw, rows, cols)
+        bits = array("H")
+        bits.frombytes(raw)
+        lookup = TABLE.__getitem__
+        self.row_values = [list(map(lookup, bits[r * cols : (r + 1) * cols])) for r in range(rows)]
+        self.dot: Callable[[Vector, Vector], float] = getattr(math, "sumprod", _sum_of_products)
+
+    def matvec(self, x: Vector) -> list[float]:
+        dot_row = self.dot
+        return [dot_row(row, x) for row in self.row_values]
+
+
+class UnrolledMatrix(NaiveMatrix):
+    """PyPy's kernel: the naive loop, 4 rows per pass, so each x[j] feeds 4 independent sums.
+
+    The JIT compiles the loop to machine code; four accumulators keep the CPU's
+    floating-point units busy instead of waiting on one running sum. `matmat` reads
+    each weight once for up to 4 tokens (2 rows x 4 tokens per pass).
+    """
+
+    kernel = "unrolled"
+
+    def matvec(self, x: Vector) -> list[float]:
+        w, cols, rows = self.bits, self.cols, self.rows
+        y = [0.0] * rows
+        whole = rows - rows % 4
+        for r in range(0, whole, 4):
+            b0 = r * cols
+            b1, b2, b3 = b0 + cols, b0 + 2 * cols, b0 + 3 * cols
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(cols):
+                xj = x[j]
+                s0 += TABLE[w[b0 + j]] * xj
+                s1 += TABLE[w[b1 + j]] * xj
+                s2 += TABLE[w[b2 + j]] * xj
+                s3 += TABLE[w[b3 + j]] * xj
+            y[r], y[r + 1], y[r + 2], y[r + 3] = s0, s1, s2, s3
+        for r in range(whole, rows):
+            base = r * cols
+            total = 0.0
+            for j in range(cols):
+                total += TABLE[w[base + j]] * x[j]
+            y[r] = total
+        return y
+
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        ys = []
+        for start in range(0, len(xs), 4):
+            group = list(xs[start : start + 4])
+            if len(group) == 4:
+                ys += self._matmat4(group[0], group[1], group[2], group[3])
+            else:
+                ys += [self.matvec(x) for x in group]
+        return ys
+
+    def _matmat4(self, x0: Vector, x1: Vector, x2: Vector, x3: Vector) -> list[list[float]]:
+        """W [x0 x1 x2 x3]: 2 rows x 4 tokens per pass, each weight read once for 4 tokens."""
+        w, cols, rows = self.bits, self.cols, self.rows
+        y0, y1, y2, y3 = [0.0] * rows, [0.0] * rows, [0.0] * rows, [0.0] * rows
+        for r in range(0, rows, 2):
+            b0 = r * cols
+            b1 = b0 + cols if r + 1 < rows else b0  # an odd last row is computed twice
+            a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = 0.0
+            for j in range(cols):
+                u, v = TABLE[w[b0 + j]], TABLE[w[b1 + j]]
+                v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
+                a0 += u * v0
+                a1 += u * v1
+                a2 += u * v2
+                a3 += u * v3
+                c0 += v * v0
+                c1 += v * v1
+                c2 += v * v2
+                c3 += v * v3
+            y0[r], y1[r], y2[r], y3[r] = a0, a1, a2, a3
+            if r + 1 < rows:
+                y0[r + 1], y1[r + 1], y2[r + 1], y3[r + 1] = c0, c1, c2, c3
+        return [y0, y1, y2, y3]
+
+
+KERNELS: dict[str, type[Matrix]] = {k.kernel: k for k in (NaiveMatrix, RowsMatrix, UnrolledMatrix)}
+
+
+def best_kernel() -> str:
+    """The fastest kernel for this interpreter: `unrolled` on PyPy, `rows` on CPython."""
+    return "unrolled" if platform.python_implementation() == "PyPy" else "rows"
+
+
+def load_matrix(raw: bytes | bytearray | memoryview, rows: int, cols: int, kernel: str | None = None) -> Matrix:
+    """W [rows, cols] from bfloat16 bytes, in the form `kernel` (default: the best) wants."""
+    return KERNELS[kernel or best_kernel()](raw, rows, cols)
