@@ -1,10 +1,17 @@
-"""A tiny Qwen2-layout model directory with zero weights, for tests of the file handling."""
+"""A tiny Qwen2-layout model directory (zero or random weights), for tests of files and plumbing.
+
+Numbers are checked against the reference on the fixture models in tests/fixtures/models;
+these tiny models only test what does not depend on the values being the reference's.
+"""
 
 from __future__ import annotations
 
 import json
 import pathlib
+import random
 from typing import Any
+
+from microqwen import bf16
 
 from microqwen.config import Config, expected_shapes
 from microqwen.safetensors import TensorData, write
@@ -26,8 +33,10 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
-def write_tiny_model(directory: pathlib.Path, **overrides: Any) -> pathlib.Path:
+def write_tiny_model(directory: pathlib.Path, seed: int | None = None, **overrides: Any) -> pathlib.Path:
+    """Write config.json and model.safetensors; weights are zeros, or N(0, 0.5) draws if seed is given."""
     raw = dict(TINY_CONFIG, **overrides)
+    rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(raw))
     config = Config.from_dict(raw, "config.json")
@@ -36,6 +45,7 @@ def write_tiny_model(directory: pathlib.Path, **overrides: Any) -> pathlib.Path:
         numel = 1
         for dim in shape:
             numel *= dim
-        tensors[name] = TensorData("BF16", shape, bytes(2 * numel))
+        data = bytes(2 * numel) if seed is None else bf16.from_floats(rng.gauss(0.0, 0.5) for _ in range(numel))
+        tensors[name] = TensorData("BF16", shape, data)
     write(str(directory / "model.safetensors"), tensors)
     return directory

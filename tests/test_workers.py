@@ -1,0 +1,206 @@
+"""The worker pool: same numbers for any worker count, and nothing left behind on any exit path."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from microqwen.errors import WorkerError
+from microqwen.model import Qwen2Model, load
+from microqwen.workers import WorkerPool, row_ranges
+
+from .tiny_model import write_tiny_model
+
+PROMPT = [3, 17, 9, 30, 1, 12, 5, 22, 8]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=1)
+
+
+def logits_of(model: Qwen2Model) -> list[list[float]]:
+    return [model.forward(token, pos) for pos, token in enumerate(PROMPT)]
+
+
+def pool_of(model: Qwen2Model) -> WorkerPool:
+    assert isinstance(model.linear, WorkerPool)
+    return model.linear
+
+
+def shm_exists(name: str) -> bool:
+    return os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+
+
+def assert_nothing_left(pids: list[int], shm_names: list[str], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if _alive(pid)]
+        leaked = [name for name in shm_names if shm_exists(name)]
+        if not alive and not leaked:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"left behind: processes {alive}, shared memory {leaked}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_row_ranges_cover_every_row_once() -> None:
+    for rows in (1, 7, 896, 151936):
+        for n in (1, 2, 3, 5):
+            ranges = row_ranges(rows, n)
+            assert ranges[0][0] == 0 and ranges[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
+
+
+def test_results_do_not_depend_on_the_worker_count(tiny: pathlib.Path) -> None:
+    with load(str(tiny), workers=0, kernel="naive") as model:
+        expected = logits_of(model)
+    for workers in (1, 2, 3):
+        with load(str(tiny), workers=workers, kernel="naive") as model:
+            assert logits_of(model) == expected, f"workers={workers}"
+            model.reset()
+            assert model.prefill(PROMPT) == expected[-1]
+
+
+def test_context_manager_stops_workers_and_unlinks_memory(tiny: pathlib.Path) -> None:
+    with load(str(tiny), workers=2) as model:
+        pool = pool_of(model)
+        pids = [p.pid for p in pool.processes]
+        names = [pool.x_memory.name, pool.y_memory.name]
+        assert all(_alive(pid) for pid in pids) and all(shm_exists(n) for n in names)
+        model.forward(3, 0)
+    assert_nothing_left(pids, names)
+
+
+def test_an_exception_in_the_with_block_cleans_up(tiny: pathlib.Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with load(str(tiny), workers=2) as model:
+            pool = pool_of(model)
+            pids, names = [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]
+            raise RuntimeError("boom")
+    assert_nothing_left(pids, names)
+
+
+def test_a_killed_worker_is_an_error_not_a_hang(tiny: pathlib.Path) -> None:
+    model = load(str(tiny), workers=2)
+    pool = pool_of(model)
+    pids, names = [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]
+    os.kill(pids[1], signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) was killed by signal 9 while"):
+        for pos, token in enumerate(PROMPT):
+            model.forward(token, pos)
+    assert time.monotonic() - start < 5.0
+    assert_nothing_left(pids, names)
+    model.close()  # closing again is harmless
+
+
+def test_ctrl_c_in_the_middle_of_a_step_leaves_the_pool_usable(tiny: pathlib.Path) -> None:
+    with load(str(tiny), workers=2, kernel="naive") as reference:
+        expected = logits_of(reference)
+    interrupted = 0
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with load(str(tiny), workers=2, kernel="naive") as model:
+            for delay in (0.001, 0.003, 0.01, 0.03):
+                signal.setitimer(signal.ITIMER_REAL, delay)
+                try:
+                    while True:
+                        if model.pos == 60:
+                            model.reset()
+                        model.forward(PROMPT[0], model.pos)
+                except KeyboardInterrupt:
+                    interrupted += 1
+                model.reset()
+                assert logits_of(model) == expected  # the pool still gives the right answers
+                model.reset()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted == 4
+
+
+def run_script(body: str, *args: str) -> subprocess.Popen[str]:
+    root = pathlib.Path(__file__).resolve().parent.parent
+    script = textwrap.dedent(body)
+    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+STARTER = """
+    import sys, time
+    from microqwen.model import load
+    if __name__ == "__main__":
+        model = load(sys.argv[1], workers=2)
+        pool = model.linear
+        print(" ".join(str(p.pid) for p in pool.processes), pool.x_memory.name, pool.y_memory.name, flush=True)
+        model.forward(3, 0)
+        {ending}
+"""
+
+
+def started(process: subprocess.Popen[str]) -> tuple[list[int], list[str]]:
+    assert process.stdout is not None
+    words = process.stdout.readline().split()
+    assert len(words) == 4, process.communicate()
+    return [int(w) for w in words[:2]], words[2:]
+
+
+def test_workers_exit_when_the_main_process_is_killed(tiny: pathlib.Path) -> None:
+    process = run_script(STARTER.format(ending="time.sleep(60)"), str(tiny))
+    pids, names = started(process)
+    process.kill()
+    process.wait()
+    assert_nothing_left(pids, names)
+
+
+def test_interpreter_exit_without_close_cleans_up(tiny: pathlib.Path) -> None:
+    process = run_script(STARTER.format(ending="print('done', flush=True)"), str(tiny))
+    pids, names = started(process)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and out.strip() == "done", err
+    assert "leaked" not in err and "Traceback" not in err
+    assert_nothing_left(pids, names)
+
+
+def test_unguarded_script_gets_a_hint(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    script = tmp_path / "unguarded.py"
+    root = pathlib.Path(__file__).resolve().parent.parent
+    script.write_text(f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom microqwen.model import load\n"
+                      f"load({str(tiny)!r}, workers=1)\n")  # fmt: skip
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert 'guard its top level with `if __name__ == "__main__":`' in result.stderr
+
+
+def test_negative_worker_count_is_refused(tiny: pathlib.Path) -> None:
+    from microqwen.errors import UsageError
+
+    with pytest.raises(UsageError, match="workers must be 0 or more, got -1"):
+        load(str(tiny), workers=-1)
+
+
