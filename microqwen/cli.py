@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__, inspect_model
-from .errors import MicroQwenError
+from .errors import MicroQwenError, UsageError
 from .kernels import KERNELS
 
 Command = Callable[[argparse.Namespace], int]
@@ -41,6 +41,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from . import hub
+
+    spec = args.id or hub.DEFAULT_MODEL
+    if args.revision is not None:
+        if "@" in spec:
+            raise UsageError(f"{spec} already names a revision; drop --revision {args.revision}")
+        spec = f"{spec}@{args.revision}"
+    print(hub.resolve_model(spec))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
     parser.add_argument("--version", action="version", version=f"microqwen {__version__}")
@@ -59,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--decode-tokens", type=int, default=32, help="tokens to decode (default 32)")
     bench.add_argument("--json", metavar="FILE", help="also save the figures as JSON")
     bench.set_defaults(run=cmd_bench)
+
+    download = commands.add_parser("download", help="fetch a model from the Hugging Face Hub into its cache; print its directory")
+    download.add_argument("id", nargs="?", metavar="ID", help="org/name[@revision] (default Qwen/Qwen2.5-0.5B-Instruct)")
+    download.add_argument("--revision", help="a branch, tag or commit (default main)")
+    download.set_defaults(run=cmd_download)
     return parser
 
 

@@ -236,6 +236,7 @@ class Qwen2Model:
         """Run a prompt through the cache, PREFILL_BLOCK tokens at a time; logits of the last one only."""
         if not ids:
             raise UsageError("prefill needs at least one token")
+        self._check_positions(self.pos, len(ids))
         for start in range(0, len(ids), PREFILL_BLOCK):
             hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, tracer)
         return self._logits(hs[-1], self.pos - 1, tracer)

@@ -115,8 +115,11 @@ class WorkerPool:
         if self.closed:
             raise WorkerError("the worker pool is closed")
         self.sequence += 1
-        for pipe in self.pipes:
-            pipe.send((self.sequence, *request))
+        for w, pipe in enumerate(self.pipes):
+            try:
+                pipe.send((self.sequence, *request))
+            except OSError:  # its end of the pipe is closed: the worker is gone
+                self._fail(w, doing)
         return self._wait_all(doing)
 
     def _wait_all(self, doing: str) -> list[float]:
