@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
 
 import pytest
@@ -58,6 +59,10 @@ def outcome(parse: Any, text: str) -> tuple[str, Any]:
         return "refused", None
 
 
+ON_PYPY = platform.python_implementation() == "PyPy"
+differential = pytest.mark.skipif(ON_PYPY, reason="PyPy's json accepts malformed \\u escapes such as \\u001 f")
+
+
 def same_outcome(text: str) -> None:
     ours, theirs = outcome(jsonparse.parse, text), outcome(reference, text)
     assert ours[0] == theirs[0], f"{text!r}: ours {ours[0]}, json {theirs[0]}"
@@ -71,12 +76,14 @@ json_values = st.recursive(
 )
 
 
+@differential
 @given(json_values, st.sampled_from([None, 0, 2, "\t"]), st.booleans())
 def test_documents_json_writes_parse_to_the_same_value(value: Any, indent: Any, ascii_only: bool) -> None:
     text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
     same_outcome(text)
 
 
+@differential
 @given(json_values, st.data())
 @settings(max_examples=300)
 def test_mutated_documents_are_accepted_or_refused_like_json(value: Any, data: st.DataObject) -> None:
@@ -93,6 +100,7 @@ def test_mutated_documents_are_accepted_or_refused_like_json(value: Any, data: s
     same_outcome(text)
 
 
+@differential
 @given(st.text(alphabet=st.sampled_from(list('{}[]",:\\ 0123456789-.eEtrufalsn')), max_size=20))
 def test_random_short_strings_are_judged_like_json(text: str) -> None:
     same_outcome(text)
@@ -136,14 +144,15 @@ MALFORMED = [
 
 @pytest.mark.parametrize("text", VALID)
 def test_valid_documents(text: str) -> None:
-    same_outcome(text)
+    assert jsonparse.parse(text) == json.loads(text)
 
 
 @pytest.mark.parametrize("text, message", MALFORMED)
 def test_malformed_documents_name_line_column_and_fault(text: str, message: str) -> None:
     with pytest.raises(FormatError, match="^config.json: .*" + __import__("re").escape(message)):
         jsonparse.parse(text, "config.json")
-    same_outcome(text)
+    if not ON_PYPY:
+        same_outcome(text)
 
 
 def test_deep_nesting_is_an_error_not_a_recursion_error() -> None:

@@ -1,0 +1,117 @@
+"""The forward-pass reference fixtures, read without torch: tests/fixtures/models/<name>/.
+
+Each fixture directory is a small random Qwen2 model in the real layout (config.json,
+model.safetensors in bfloat16) and `reference.safetensors`: what transformers computed for it
+(scripts/make_model_fixtures.py, see tests/fixtures/models/README.md). The reference holds
+
+    input_ids [T] I64, logits [T, V], greedy_ids [16] I64, greedy_logits [16, V]
+    and every trace point (`trace_point_names`), F32, with the shapes of `trace_shapes`.
+
+>>> ref = load_reference(model_dirs()[0] / "reference.safetensors")   # doctest: +SKIP
+>>> shape, values = ref["layers.0.self_attn.q_proj"]                   # (T, heads * head_dim), floats
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from array import array
+from typing import Dict, List, Tuple, Union
+
+from microqwen.config import Config
+from microqwen.safetensors import SafetensorsFile
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "models"
+
+GREEDY_TOKENS = 16
+
+Values = Union[List[float], List[int]]
+Reference = Dict[str, Tuple[Tuple[int, ...], Values]]
+
+TYPECODES = {"F32": "f", "I64": "q"}
+"""array typecodes of the dtypes a reference file uses (4-byte float, 8-byte signed int)."""
+
+LAYER_POINTS = [
+    "input_layernorm",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.rope_q",
+    "self_attn.rope_k",
+    "self_attn.attn_weights",
+    "self_attn.o_proj",
+    "post_attention_layernorm",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+]
+"""Trace points inside layer i (named `layers.{i}.<point>`), in the order a token meets them."""
+
+
+def model_dirs() -> list[pathlib.Path]:
+    """Every fixture model directory, by name."""
+    return sorted(p.parent for p in FIXTURES.glob("*/config.json"))
+
+
+def load_reference(path: str | pathlib.Path) -> Reference:
+    """name -> (shape, values) for every tensor of a reference file; F32 as floats, I64 as ints."""
+    with SafetensorsFile(str(path)) as f:
+        return {name: (info.shape, _values(f, name, info.dtype)) for name, info in f.tensors.items()}
+
+
+def load_metadata(path: str | pathlib.Path) -> dict[str, str]:
+    """The reference file's __metadata__: versions, seeds, statistics (all strings)."""
+    with SafetensorsFile(str(path)) as f:
+        return dict(f.metadata)
+
+
+def _values(f: SafetensorsFile, name: str, dtype: str) -> Values:
+    if dtype not in TYPECODES:
+        raise ValueError(f"{f.path}: tensor {name!r} is {dtype}; a reference file holds only F32 and I64")
+    values = array(TYPECODES[dtype])
+    with f.data(name) as view:
+        values.frombytes(view)
+    if sys.byteorder == "big":  # safetensors data is little-endian
+        values.byteswap()
+    result: Values = values.tolist()
+    return result
+
+
+def trace_point_names(num_hidden_layers: int) -> list[str]:
+    """embed_tokens, then per layer its LAYER_POINTS and `layers.{i}` (the layer's output), then norm."""
+    names = ["embed_tokens"]
+    for i in range(num_hidden_layers):
+        names += [f"layers.{i}.{point}" for point in LAYER_POINTS] + [f"layers.{i}"]
+    return names + ["norm"]
+
+
+def trace_shapes(config: Config, length: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every trace point for a prompt of `length` tokens."""
+    widths = {
+        "self_attn.q_proj": config.q_size,
+        "self_attn.rope_q": config.q_size,
+        "self_attn.k_proj": config.kv_size,
+        "self_attn.rope_k": config.kv_size,
+        "self_attn.v_proj": config.kv_size,
+        "mlp.gate_proj": config.intermediate_size,
+        "mlp.up_proj": config.intermediate_size,
+    }
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in trace_point_names(config.num_hidden_layers):
+        point = name.split(".", 2)[2] if name.count(".") >= 2 else ""
+        if point == "self_attn.attn_weights":
+            shapes[name] = (config.num_attention_heads, length, length)
+        else:
+            shapes[name] = (length, widths.get(point, config.hidden_size))
+    return shapes
+
+
+def token_ids(ref: Reference, name: str = "input_ids") -> list[int]:
+    """An I64 tensor of ids (`input_ids`, `greedy_ids`) as a list of ints."""
+    return [int(i) for i in ref[name][1]]
+
+
+def rows(shape: tuple[int, ...], values: Values) -> list[Values]:
+    """Split a flat row-major tensor into its rows of length shape[-1]."""
+    width = shape[-1]
+    return [values[i : i + width] for i in range(0, len(values), width)]
