@@ -60,13 +60,13 @@ dot = _pick_dot()
 
 
 class Matrix:
-    """A weight matrix W [rows, cols] read from bfloat16 bytes (row-major, little-endian)."""
+    """A weight matrix W [rows, cols], made from its bfloat16 bits (row-major)."""
 
     kernel = "abstract"
 
-    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
-        if len(raw) != 2 * rows * cols:
-            raise ValueError(f"{len(raw)} bytes do not hold a [{rows}, {cols}] bfloat16 matrix")
+    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
+        if len(bits) != rows * cols:
+            raise ValueError(f"{len(bits)} bfloat16 values do not fill a [{rows}, {cols}] matrix")
         self.rows = rows
         self.cols = cols
 
@@ -84,10 +84,9 @@ class NaiveMatrix(Matrix):
 
     kernel = "naive"
 
-    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
-        super().__init__(raw, rows, cols)
-        self.bits = array("H")
-        self.bits.frombytes(raw)
+    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
+        super().__init__(bits, rows, cols)
+        self.bits = bits
 
     def matvec(self, x: Vector) -> list[float]:
         w, cols = self.bits, self.cols
@@ -110,10 +109,8 @@ class RowsMatrix(Matrix):
 
     kernel = "rows"
 
-    def __init__(self, raw: bytes | bytearray | memoryview, rows: int, cols: int) -> None:
-        super().__init__(raw, rows, cols)
-        bits = array("H")
-        bits.frombytes(raw)
+    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
+        super().__init__(bits, rows, cols)
         lookup = TABLE.__getitem__
         self.row_values = [list(map(lookup, bits[r * cols : (r + 1) * cols])) for r in range(rows)]
         self.dot: Callable[[Vector, Vector], float] = getattr(math, "sumprod", _sum_of_products)
@@ -199,6 +196,9 @@ def best_kernel() -> str:
     return "unrolled" if platform.python_implementation() == "PyPy" else "rows"
 
 
-def load_matrix(raw: bytes | bytearray | memoryview, rows: int, cols: int, kernel: str | None = None) -> Matrix:
-    """W [rows, cols] from bfloat16 bytes, in the form `kernel` (default: the best) wants."""
-    return KERNELS[kernel or best_kernel()](raw, rows, cols)
+def load_matrix(bits: array[int], rows: int, cols: int, kernel: str | None = None) -> Matrix:
+    """W [rows, cols] from its bfloat16 bits (`array('H')`, row-major), in the form `kernel` wants.
+
+    The default kernel is the best for this interpreter; `naive` and `unrolled` keep `bits` as it is.
+    """
+    return KERNELS[kernel or best_kernel()](bits, rows, cols)

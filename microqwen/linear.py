@@ -19,6 +19,7 @@ jobs in worker processes, each owning a slice of every job's rows.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -59,19 +60,17 @@ def linear_jobs(config: Config) -> list[Job]:
     return jobs
 
 
-def read_rows(checkpoint: Checkpoint, job: Job, start: int, stop: int) -> bytes:
-    """The bfloat16 bytes of rows [start, stop) of a job's stacked matrix, read from the file."""
-    pieces = []
+def read_rows(checkpoint: Checkpoint, job: Job, start: int, stop: int) -> array[int]:
+    """The bfloat16 bits of rows [start, stop) of a job's stacked matrix, read from the file."""
+    bits = array("H")
     offset = 0  # first row of the current tensor within the stack
     for name in job.tensors:
         rows = checkpoint.tensors[name].shape[0]
         lo, hi = max(start, offset), min(stop, offset + rows)
         if lo < hi:
-            view = checkpoint.data(name)
-            pieces.append(bytes(view[2 * job.cols * (lo - offset) : 2 * job.cols * (hi - offset)]))
-            view.release()
+            checkpoint.read_into(name, bits, (lo - offset) * job.cols, (hi - lo) * job.cols)
         offset += rows
-    return b"".join(pieces)
+    return bits
 
 
 class LinearBackend(Protocol):

@@ -30,7 +30,8 @@ import json
 import mmap
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Mapping, Sequence
+from array import array
+from typing import Any, BinaryIO, Mapping, Sequence
 
 from .errors import FormatError
 from .jsonparse import JSON, parse_bytes, parse_file
@@ -101,6 +102,18 @@ class SafetensorsFile:
         """The raw bytes of tensor `name`, zero-copy (release the view before `close`)."""
         info = self.tensors[name]
         return memoryview(self._map)[info.begin : info.end]
+
+    def read_into(self, name: str, out: array[Any], first: int, count: int) -> None:
+        """Append elements first..first+count-1 of tensor `name` to `out`, read from the file.
+
+        Unlike `data`, this goes through read(2), not the mmap: a process that loads its share of
+        the weights this way does not also keep those pages of the file mapped.
+        """
+        info = self.tensors[name]
+        if out.itemsize != DTYPE_SIZES[info.dtype] or not 0 <= first <= first + count <= info.numel:
+            raise ValueError(f"cannot read elements {first}..{first + count} of {name} {info.dtype} {list(info.shape)}")
+        self._file.seek(info.begin + first * out.itemsize)
+        out.fromfile(self._file, count)
 
     def close(self) -> None:
         self._map.close()
@@ -218,6 +231,10 @@ class Checkpoint:
     def data(self, name: str) -> memoryview:
         """The raw bytes of tensor `name`, zero-copy, from whichever shard holds it."""
         return self._owner[name].data(name)
+
+    def read_into(self, name: str, out: array[Any], first: int, count: int) -> None:
+        """Append `count` elements of tensor `name`, from element `first`, to `out` (see SafetensorsFile)."""
+        self._owner[name].read_into(name, out, first, count)
 
     def close(self) -> None:
         for f in self.files:

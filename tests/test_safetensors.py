@@ -172,3 +172,17 @@ def test_pickle_only_directory_is_refused(tmp_path: pathlib.Path) -> None:
 def test_empty_directory(tmp_path: pathlib.Path) -> None:
     with pytest.raises(FormatError, match="no model.safetensors or model.safetensors.index.json"):
         open_checkpoint(str(tmp_path))
+
+
+def test_read_into_reads_elements_through_the_file(tmp_path: pathlib.Path) -> None:
+    from array import array
+
+    entries, data = two_tensors()
+    with SafetensorsFile(save(tmp_path, header_and_data(entries, data))) as f:
+        bits = array("H")
+        f.read_into("a", bits, 2, 3)  # elements 2, 3, 4 of [1, 2, 3, 4, 5, 6] in bf16
+        assert [bf16.bits_to_float(b) for b in bits] == [3.0, 4.0, 5.0]
+        with pytest.raises(ValueError, match="cannot read elements 4..7 of a BF16"):
+            f.read_into("a", bits, 4, 3)
+        with pytest.raises(ValueError, match="cannot read"):
+            f.read_into("b", bits, 0, 1)  # F32 into 2-byte items
