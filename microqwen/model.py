@@ -126,6 +126,14 @@ class KVCache:
         """The number of positions held (the same in every layer once a token is through)."""
         return len(self.keys[-1][0])
 
+    def truncate(self, length: int) -> None:
+        """Keep only positions 0..length-1 in every layer (e.g. after an interrupted step)."""
+        for layer_keys, layer_values in zip(self.keys, self.values_t):
+            for g, keys in enumerate(layer_keys):
+                layer_keys[g] = keys[:length]
+                for d, column in enumerate(layer_values[g]):
+                    layer_values[g][d] = column[:length]
+
     def append(self, layer: int, k: Vector, v: Vector) -> None:
         """Add one position's k and v [kv_heads * head_dim] to `layer`."""
         _, kv_heads, head_dim = self.shape
@@ -216,6 +224,10 @@ class Qwen2Model:
         """Forget the sequence: empty the KV cache."""
         self.cache.reset()
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on: the next token goes at position `length`."""
+        self.cache.truncate(length)
+
     def close(self) -> None:
         """Release the weights (and stop the workers, if any)."""
         self.linear.close()
@@ -232,13 +244,20 @@ class Qwen2Model:
         h = self._hidden_states([token], pos, tracer)[-1]
         return self._logits(h, pos, tracer)
 
-    def prefill(self, ids: Sequence[int], tracer: Tracer | None = None) -> list[float]:
-        """Run a prompt through the cache, PREFILL_BLOCK tokens at a time; logits of the last one only."""
+    def prefill(
+        self, ids: Sequence[int], tracer: Tracer | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> list[float]:
+        """Run a prompt through the cache, PREFILL_BLOCK tokens at a time; logits of the last one only.
+
+        `progress(done, total)` is called after each block with the number of tokens done so far.
+        """
         if not ids:
             raise UsageError("prefill needs at least one token")
         self._check_positions(self.pos, len(ids))
         for start in range(0, len(ids), PREFILL_BLOCK):
             hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, tracer)
+            if progress:
+                progress(min(start + PREFILL_BLOCK, len(ids)), len(ids))
         return self._logits(hs[-1], self.pos - 1, tracer)
 
     def _hidden_states(self, tokens: Sequence[int], pos: int, tracer: Tracer | None) -> list[list[float]]:

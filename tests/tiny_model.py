@@ -49,3 +49,31 @@ def write_tiny_model(directory: pathlib.Path, seed: int | None = None, **overrid
         tensors[name] = TensorData("BF16", shape, data)
     write(str(directory / "model.safetensors"), tensors)
     return directory
+
+
+CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}...{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+)
+"""Enough of the Qwen2.5 template's text for the default system prompt to be found in it."""
+
+
+def write_byte_tokenizer(directory: pathlib.Path) -> None:
+    """A tokenizer of the 256 bytes (no merges) plus <|endoftext|> 256, <|im_start|> 257, <|im_end|> 258."""
+    from microqwen.tokenizer import bytes_to_unicode
+
+    vocab = {char: byte for byte, char in enumerate(bytes_to_unicode())}
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (directory / "merges.txt").write_text("", encoding="utf-8")
+    decoder = {str(256 + i): {"content": token, "special": True} for i, token in enumerate(CHAT_TOKENS)}
+    config = {"added_tokens_decoder": decoder, "eos_token": "<|im_end|>", "chat_template": CHAT_TEMPLATE}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def write_tiny_chat_model(directory: pathlib.Path, seed: int = 1) -> pathlib.Path:
+    """A tiny random model with the byte tokenizer: it talks gibberish, but through every real step."""
+    write_tiny_model(directory, seed=seed, vocab_size=260, eos_token_id=258, max_position_embeddings=512)
+    write_byte_tokenizer(directory)
+    return directory

@@ -1,0 +1,146 @@
+"""Generation: the loop, stop strings, the conversation's cache reuse, and the generate/chat commands."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from microqwen.generate import Conversation, StopStrings, Timings, generate
+from microqwen.model import load
+from microqwen.sampling import Sampler, SamplingParams
+from microqwen.tokenizer import Tokenizer
+
+from .reference import GREEDY_TOKENS, load_reference, model_dirs, token_ids
+from .tiny_model import write_tiny_chat_model
+
+GREEDY = Sampler(SamplingParams(temperature=0.0))
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "microqwen", *args], input=stdin, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return write_tiny_chat_model(tmp_path_factory.mktemp("chat") / "model")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("model", model_dirs(), ids=lambda p: p.name)
+def test_cli_greedy_generation_reproduces_the_reference(model: pathlib.Path, workers: str) -> None:
+    ref = load_reference(model / "reference.safetensors")
+    prompt = ",".join(map(str, token_ids(ref)))
+    result = run("generate", "-m", str(model), "--ids", prompt, "--print-ids", "--temp", "0",
+                 "--repeat-penalty", "1", "-n", str(GREEDY_TOKENS), "--workers", workers)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [int(line) for line in result.stdout.split()] == token_ids(ref, "greedy_ids")
+    assert "prompt eval =" in result.stderr and "eval time   =" in result.stderr
+
+
+def test_a_seed_reproduces_a_sampled_run() -> None:
+    model = model_dirs()[0]
+    args = ["generate", "-m", str(model), "--ids", "1,2,3", "--print-ids", "--temp", "1.5", "-n", "12", "--workers", "0"]
+    first, again, other = run(*args, "-s", "7"), run(*args, "-s", "7"), run(*args, "-s", "8")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout and len(first.stdout.split()) == 12
+    assert other.stdout != first.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--temp", "-1"], "temperature (--temp) must be a finite number >= 0"),
+        (["--top-p", "1.5"], "top_p (--top-p) must be a finite number in (0, 1]"),
+        (["--top-p", "0"], "top_p (--top-p) must be a finite number in (0, 1]"),
+        (["--top-k", "-3"], "top_k (--top-k) must be an integer >= 0"),
+        (["-n", "-2"], "-n must be 0 or more, got -2"),
+        (["--workers", "-1"], "--workers must be 0 or more"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(flags: list[str], message: str) -> None:
+    result = run("generate", "-m", "/nonexistent/model", "-p", "hi", *flags)  # the model is never looked at
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_missing_model_is_one_line() -> None:
+    result = run("generate", "-m", "/nonexistent/model", "-p", "hi")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "/nonexistent/model" in result.stderr
+
+
+def test_a_prompt_longer_than_the_context_fails_before_loading(chat_model: pathlib.Path) -> None:
+    result = run("generate", "-m", str(chat_model), "-p", "x" * 40, "--max-context", "16", "--workers", "2")
+    assert result.returncode == 2
+    assert "the prompt is 40 tokens; the context holds 16" in result.stderr
+    assert "load time" not in result.stderr
+
+
+def test_prompt_from_stdin_echo_and_stop_string(chat_model: pathlib.Path) -> None:
+    base = ["generate", "-m", str(chat_model), "-p", "-", "--temp", "0", "-n", "40", "--workers", "0"]
+    full = run(*base, stdin="Hello")
+    assert full.returncode == 0, full.stderr
+    continuation = full.stdout[:-1]  # the command ends the text with a newline
+    echoed = run(*base, "--echo", stdin="Hello")
+    assert echoed.stdout == "Hello" + full.stdout
+    stop = continuation[5:8]
+    if stop and stop.strip():
+        stopped = run(*base, "--stop", stop, stdin="Hello")
+        assert stopped.stdout == continuation[: continuation.index(stop)] + "\n"
+
+
+def test_chat_reads_a_message_a_line(chat_model: pathlib.Path) -> None:
+    session = "Hi there\nHow are you?\n/reset\nHi there\n/exit\nnever read\n"
+    result = run("chat", "-m", str(chat_model), "--temp", "0", "-n", "8", "--workers", "0", stdin=session)
+    assert result.returncode == 0, result.stderr
+    answers = result.stdout.split("\n")
+    assert len(answers) == 4 and answers[3] == ""  # three answers, each ended by a newline
+    assert answers[2] == answers[0]  # after /reset the same question gets the same greedy answer
+    assert "(history cleared)" in result.stderr and "total time" in result.stderr
+
+
+def test_stop_strings_hold_back_what_could_start_one() -> None:
+    stop = StopStrings(["</s>", "END"])
+    assert stop.feed("abc<") == "abc"
+    assert stop.feed("/") == ""
+    assert stop.feed("x") == "</x"  # not a stop string after all
+    assert stop.feed("E") == ""
+    assert stop.feed("ND more") == "" and stop.stopped
+    assert stop.feed("anything") == ""
+    unfinished = StopStrings(["END"])
+    assert unfinished.feed("the EN") == "the " and unfinished.flush() == "EN"
+
+
+def test_generate_stops_at_eos_and_counts_tokens(chat_model: pathlib.Path) -> None:
+    with load(str(chat_model)) as model:
+        prompt = [72, 105]
+        free = [t.id for t in generate(model, prompt, GREEDY, 6, eos_token_ids=())]
+        model.reset()
+        timings = Timings()
+        stopped = [t.id for t in generate(model, prompt, GREEDY, 6, eos_token_ids={free[2]}, timings=timings)]
+    assert len(free) == 6 and stopped == free[: free.index(free[2])]
+    assert timings.prompt_tokens == 2 and timings.generated_tokens == len(stopped)
+
+
+def test_conversation_reuses_the_cache_and_survives_an_interrupted_answer(chat_model: pathlib.Path) -> None:
+    tokenizer = Tokenizer.from_dir(str(chat_model))
+    with load(str(chat_model)) as model:
+        timings = Timings()
+        chat = Conversation(model, tokenizer, GREEDY, eos_token_ids={258}, max_new_tokens=6, timings=timings)
+        first = "".join(t.text for t in chat.ask("Hello"))
+        prompt_after_first = timings.prompt_tokens
+        second = chat.ask("More")
+        next(second)
+        second.close()  # what the chat loop does on Ctrl-C: the answer so far is kept
+        assert model.pos == len(chat.cached) and [m["role"] for m in chat.messages] == ["user", "assistant"] * 2
+        third = "".join(t.text for t in chat.ask("Again"))
+        new_tokens = timings.prompt_tokens - prompt_after_first
+        whole = tokenizer.encode(tokenizer.apply_chat_template(chat.messages[:-1]))
+        assert new_tokens < len(whole) - len(tokenizer.encode(first))  # only the new turns were run
+        model.reset()
+        fresh = Conversation(model, tokenizer, GREEDY, eos_token_ids={258}, max_new_tokens=6)
+        fresh.messages = list(chat.messages[:-2])
+        assert "".join(t.text for t in fresh.ask("Again")) == third  # same answer as from scratch
