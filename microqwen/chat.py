@@ -135,7 +135,7 @@ def _to_json(value: object, where: str) -> str:
     """JSON as the template's `tojson` filter writes it in transformers: json.dumps, non-ASCII kept."""
     try:
         return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:  # not JSON; a cycle; nested past the stack
         raise UsageError(f"{where}: cannot be written as JSON: {e}") from None
 
 

@@ -19,6 +19,7 @@ Qwen2.5-0.5B's config.json says, among other things:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -100,7 +101,8 @@ def _check_supported(raw: dict[str, JSON], source: str) -> None:
         raise ConfigError(f"{source}: hidden_act {raw['hidden_act']!r} is not supported (only 'silu')")
     if raw.get("rope_scaling") is not None:
         raise ConfigError(f"{source}: rope_scaling {raw['rope_scaling']!r} is not supported (only null)")
-    if any(kind != "full_attention" for kind in raw.get("layer_types") or []):
+    layer_types = raw.get("layer_types") or []
+    if not isinstance(layer_types, list) or any(kind != "full_attention" for kind in layer_types):
         raise ConfigError(f"{source}: layer_types {raw['layer_types']!r}: only 'full_attention' layers are implemented")
     if raw.get("use_sliding_window", False) is not False:
         raise ConfigError(f"{source}: use_sliding_window must be false (sliding-window attention is not implemented)")
@@ -131,7 +133,7 @@ def _positive_float(raw: dict[str, JSON], key: str, source: str) -> float:
     if key not in raw:
         raise ConfigError(f"{source}: missing key {key!r}")
     value = raw[key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
         raise ConfigError(f"{source}: {key} must be a positive number, got {value!r}")
     return float(value)
 

@@ -57,7 +57,8 @@ def _describe_files(checkpoint: Checkpoint) -> list[dict[str, object]]:
 
 def to_text(report: Report) -> str:
     """The human-readable table."""
-    lines = [f"file        {f['path']}: {f['bytes']:,} bytes, header {f['header_bytes']:,} bytes" for f in report.files]
+    lines = [f"file        {_printable(str(f['path']))}: {f['bytes']:,} bytes, header {f['header_bytes']:,} bytes"
+             for f in report.files]  # fmt: skip
     lines.append(f"tensors     {len(report.tensors)}, {report.parameters:,} parameters")
     if report.config is not None:
         lines.append(f"config      {_summary(report.config)}")
@@ -67,6 +68,11 @@ def to_text(report: Report) -> str:
         shape = "x".join(map(str, t.shape)) or "scalar"
         lines.append(f"{t.name:<{width}}  {t.dtype:<8} {shape:<14} {t.begin:>15,} {t.nbytes:>15,}")
     return "\n".join(lines)
+
+
+def _printable(path: str) -> str:
+    """A path whose bytes are not UTF-8 (held as lone surrogates) with those bytes written \\xff."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _summary(c: Config) -> str:

@@ -192,7 +192,7 @@ def _check_entry(name: str, entry: JSON, path: str, data_start: int) -> TensorIn
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
         raise FormatError(f"{where}: entry must be an object with the keys dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise FormatError(f"{where}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_is_natural(d) for d in shape):
         raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
@@ -253,7 +253,7 @@ def open_checkpoint(path: str) -> Checkpoint:
         return Checkpoint([SafetensorsFile(path)])
     single = os.path.join(path, SINGLE_FILE)
     index = os.path.join(path, INDEX_FILE)
-    if os.path.exists(single):
+    if os.path.lexists(single):  # a dangling link (a Hub cache whose blob is gone) says so when opened
         return Checkpoint([SafetensorsFile(single)])
     if os.path.exists(index):
         return _open_sharded(path, index)

@@ -49,6 +49,9 @@ from .jsonparse import JSON, parse_file
 CACHE_SIZE = 10_000
 """Words whose tokens are remembered (the same bound as Hugging Face's BPE cache)."""
 
+MAX_TOKEN_ID = (1 << 21) - 1
+"""The largest token id accepted (Qwen2.5's largest is 151,664): ids index a table, so a file cannot ask for 30 GB."""
+
 
 def bytes_to_unicode() -> list[str]:
     """GPT-2's table from a byte to the printable character that stands for it in vocab.json.
@@ -480,7 +483,12 @@ def _merge_ranks(
 def _id_table(vocab: Mapping[str, int], added_tokens: Sequence[AddedToken], source: str) -> list[str | None]:
     """id -> token string, for every id up to the largest (None where an id has no token)."""
     everything = [*vocab.items(), *((token.content, token.id) for token in added_tokens)]
-    table: list[str | None] = [None] * (max((i for _, i in everything), default=-1) + 1)
+    largest = max(everything, key=lambda item: item[1], default=("", -1))
+    if largest[1] > MAX_TOKEN_ID:
+        raise FormatError(
+            f"{source}: token {largest[0]!r} has id {largest[1]}, past the largest id microqwen accepts ({MAX_TOKEN_ID:,})"
+        )
+    table: list[str | None] = [None] * (largest[1] + 1)
     for token, token_id in everything:
         if table[token_id] is not None and table[token_id] != token:
             raise FormatError(f"{source}: token id {token_id} is given to both {table[token_id]!r} and {token!r}")
@@ -604,18 +612,22 @@ def _config_added_tokens(config: dict[str, JSON], path: str) -> list[AddedToken]
         raise FormatError(f"{path}: added_tokens_decoder must be an object of id -> token")
     tokens = []
     for key, entry in decoder.items():
-        if not key.isdigit():
+        if not _DECIMAL.fullmatch(key):  # "²".isdigit() too, but int("²") fails
             raise FormatError(f"{path}: added_tokens_decoder key {key!r} is not a token id")
         tokens.append(_added_token(dict(entry, id=int(key)) if isinstance(entry, dict) else entry,
                                    f"{path}: added_tokens_decoder[{key!r}]"))  # fmt: skip
     return tokens
 
 
+_DECIMAL = re.compile("[0-9]+")
+
+
 def _chat_template(config: dict[str, JSON]) -> str | None:
     """chat_template: one Jinja text, or a list of {"name", "template"} where "default" is used."""
     template = config.get("chat_template")
     if isinstance(template, list):
-        named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        named = {entry.get("name"): entry.get("template") for entry in template
+                 if isinstance(entry, dict) and isinstance(entry.get("name"), str)}  # fmt: skip
         template = named.get("default")
     return template if isinstance(template, str) else None
 
