@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from .errors import ContextError
 from .kernels import best_kernel
 from .linear import LocalLinear, linear_jobs
 from .model import Qwen2Model, load
@@ -39,6 +40,9 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
     start = time.perf_counter()
     with load(path, workers=workers, kernel=kernel) as model:
         load_seconds = time.perf_counter() - start
+        if prompt_tokens + decode_tokens > model.max_context:
+            raise ContextError(f"{prompt_tokens} prompt + {decode_tokens} decoded tokens go past the context of "
+                               f"{model.max_context} tokens of {path}")  # fmt: skip
         say(f"loaded in {load_seconds:.1f} s; timing the kernel")
         rates = _kernel_rates(model, kernel_seconds)
         vocab = model.config.vocab_size

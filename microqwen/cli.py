@@ -12,11 +12,18 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from . import __version__, inspect_model
-from .errors import MicroQwenError, UsageError
+from .config import Config
+from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
+from .sampling import SamplingParams, read_eos_token_ids
+from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .generate import Conversation
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -32,12 +39,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.prompt_tokens < 1 or args.decode_tokens < 1 or args.workers < 0:
+        raise UsageError(f"--prompt-tokens and --decode-tokens must be 1 or more, --workers 0 or more; got "
+                         f"{args.prompt_tokens}, {args.decode_tokens}, {args.workers}")  # fmt: skip
     figures = bench.measure(args.model, args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
                             progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
     print(bench.report(figures))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=2)
+        except OSError as e:
+            raise UsageError(f"--json {args.json}: cannot write: {e.strerror}") from None
     return 0
 
 
@@ -53,8 +66,292 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from .tokenizer import Tokenizer, format_trace
+
+    tokenizer = Tokenizer.from_dir(args.model)
+    text = args.text
+    if text == "-":
+        text = _read_stdin()
+    if args.show_merges:
+        print(format_trace(tokenizer.encode_traced(text, allow_special=not args.no_special)))
+        return 0
+    ids = tokenizer.encode(text, allow_special=not args.no_special)
+    if args.json:
+        print(json.dumps(ids))
+        return 0
+    for token_id in ids:
+        data = tokenizer.token_bytes(token_id)
+        try:
+            shown = repr(data.decode("utf-8"))
+        except UnicodeDecodeError:  # part of a character: show its bytes
+            shown = repr(data)
+        print(f"{token_id:>6}  {tokenizer.id_to_token(token_id):<16} {shown}")
+    print(f"{len(ids)} tokens, {len(text)} characters", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import Timings, generate
+    from .model import load
+    from .sampling import Sampler
+
+    params = _check_sampling_flags(args)
+    model_dir = _resolve(args.model)
+    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    tokenizer = None if args.ids and args.print_ids else Tokenizer.from_dir(model_dir)
+    prompt_ids = _prompt_ids(args, tokenizer)
+    max_context = args.max_context or config.max_position_embeddings
+    if len(prompt_ids) >= max_context:
+        raise ContextError(f"the prompt is {len(prompt_ids)} tokens; the context holds {max_context}")
+    sampling = _sampling_params(model_dir, params)
+    timings = Timings()
+    with load(model_dir, workers=args.workers, kernel=args.kernel, max_context=max_context) as model:
+        timings.load_seconds = time.perf_counter() - timings.started
+        if args.echo and tokenizer is not None:
+            _write(tokenizer.decode(prompt_ids))
+        for token in generate(model, prompt_ids, Sampler(sampling), args.n_predict, _eos_token_ids(model_dir, config),
+                              tokenizer, args.stop, timings, _show_progress):  # fmt: skip
+            if not args.print_ids:
+                _write(token.text)
+            elif token.id >= 0:
+                print(token.id, flush=True)
+    if not args.print_ids:
+        _write("\n")
+    print(timings.report(), file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .generate import Conversation, Timings
+    from .model import load
+    from .sampling import Sampler
+
+    params = _check_sampling_flags(args)
+    model_dir = _resolve(args.model)
+    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    tokenizer = Tokenizer.from_dir(model_dir)
+    sampling = _sampling_params(model_dir, params)
+    timings = Timings()
+    with load(model_dir, workers=args.workers, kernel=args.kernel, max_context=args.max_context) as model:
+        timings.load_seconds = time.perf_counter() - timings.started
+        conversation = Conversation(model, tokenizer, Sampler(sampling), _eos_token_ids(model_dir, config),
+                                    args.system, args.n_predict, timings)  # fmt: skip
+        _chat_loop(conversation, interactive=sys.stdin.isatty())
+    print(timings.report(), file=sys.stderr)
+    return 0
+
+
+def _chat_loop(conversation: Conversation, interactive: bool) -> None:
+    """Read a message a line; /reset, /exit and end of input; Ctrl-C stops only the current answer."""
+    if interactive:
+        print("microqwen chat: /reset clears the history, /exit (or Ctrl-D) quits, Ctrl-C stops an answer",
+              file=sys.stderr)  # fmt: skip
+    while True:
+        line = _read_line("> " if interactive else "")
+        if line is None or line.strip() in ("/exit", "/quit"):
+            return
+        if line.strip() == "/reset":
+            conversation.reset()
+            print("(history cleared)", file=sys.stderr)
+            continue
+        if not line.strip():
+            continue
+        answer = conversation.ask(line, _show_progress)
+        try:
+            for token in answer:
+                _write(token.text)
+        except KeyboardInterrupt:
+            _write(" [stopped]")
+        except (ContextError, UsageError) as e:  # a message too long, or not text: the session goes on
+            print(f"microqwen: {e}", file=sys.stderr)
+        finally:
+            answer.close()  # now, not at garbage collection: the answer so far joins the history
+        _write("\n")
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from . import trace
+    from .compare import compare, first_difference, format_comparison, read_reference
+    from .model import load
+    from .report import write_html
+
+    for flag, value, ok, allowed in (
+        ("--top-k", args.top_k, args.top_k >= 1, "1 or more"),
+        ("--workers", args.workers, args.workers >= 0, "0 or more"),
+        ("-n", args.n_predict, args.n_predict is None or args.n_predict >= 0, "0 or more"),
+        ("--tolerance", args.tolerance, args.tolerance >= 0, "a number >= 0"),
+    ):
+        if not ok:
+            raise UsageError(f"{flag} must be {allowed}, got {value}")
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{flag} {path}: there is no directory {os.path.dirname(os.path.abspath(path))}")
+    if args.compare and (args.step or args.n_predict):
+        raise UsageError("--compare traces the reference's prompt only: it goes without --step and -n")
+    if args.step and args.prompt == "-":
+        raise UsageError("--step reads its answers from stdin: give the prompt as -p TEXT or --ids, not -p -")
+    model_dir = _resolve(args.model)
+    layers = Config.from_file(os.path.join(model_dir, "config.json")).num_hidden_layers
+    chosen = trace.parse_layers(args.layers, layers) if args.layers is not None else tuple(range(layers))
+    selection = trace.Selection(chosen, trace.parse_points(args.points, layers) if args.points is not None else ())
+    has_tokenizer = any(os.path.isfile(os.path.join(model_dir, f)) for f in ("tokenizer.json", "vocab.json"))
+    tokenizer = Tokenizer.from_dir(model_dir) if has_tokenizer or args.prompt is not None else None
+    ref_ids, reference = read_reference(args.compare) if args.compare else ([], {})
+    prompt_ids = ref_ids if args.compare and args.ids is None and args.prompt is None else _prompt_ids(args, tokenizer)
+    if not prompt_ids:
+        raise UsageError("the prompt is empty: give -p TEXT or --ids 1,2,3")
+    if args.compare and prompt_ids != ref_ids:
+        raise UsageError(f"the prompt is {prompt_ids}, but {args.compare} traced input_ids {ref_ids}")
+    pieces, kept = trace.token_pieces(tokenizer), []
+    keep, show = bool(args.json or args.html or args.compare), not args.compare
+
+    def emit(position: trace.Position) -> None:
+        if keep:
+            kept.append(position)
+        if show:
+            print(trace.format_position(position, pieces) + "\n", flush=True)
+
+    question = "next token (Enter = 1, a number = that candidate, q = stop): " if sys.stdin.isatty() else ""
+    choose: Callable[[trace.Position], int | None] = (
+        (lambda p: trace.choose_interactively(p, lambda: _read_line(question), lambda m: print(m, file=sys.stderr)))
+        if args.step else (lambda p: p.choice))  # fmt: skip
+    with load(model_dir, workers=args.workers, kernel=args.kernel) as model:
+        lens = not args.no_lens and (show or bool(args.json or args.html))  # --compare alone needs no lens
+        session = trace.TraceSession(model, selection, args.top_k, lens)
+        more = None if args.step and args.n_predict is None else args.n_predict or 0  # None: until q
+        trace.trace_tokens(session, prompt_ids, more, choose, emit)
+    if args.json:
+        trace.write_json(args.json, kept, pieces)
+    if args.html:
+        text = tokenizer.decode(prompt_ids) if tokenizer else ",".join(map(str, prompt_ids))
+        title = f"microqwen trace: {os.path.basename(model_dir.rstrip(os.sep))}: {text[:80]!r}"
+        write_html(args.html, kept, pieces, title)
+    if not args.compare:
+        return 0
+    diffs, missing = compare(kept, reference, args.tolerance, args.compare)
+    print(format_comparison(diffs, missing, len(kept), args.compare))
+    return 1 if first_difference(diffs) else 0
+
+
+def _read_stdin() -> str:
+    """All of standard input, read as bytes so that \r\n reaches the tokenizer unchanged."""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"standard input is not UTF-8 text: byte {e.start} ({e.reason})") from None
+
+
+def _read_line(prompt: str) -> str | None:
+    """One line of input without its newline, or None at the end of input."""
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"standard input is not UTF-8 text ({e.reason})") from None
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _show_progress(done: int, total: int) -> None:
+    """Prompt progress on stderr, one line updated in place; only on a terminal."""
+    if sys.stderr.isatty():
+        line = f"prompt: {done}/{total} tokens" if done < total else ""
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+
+
+def _resolve(model: str | None) -> str:
+    from .hub import resolve_model
+
+    return resolve_model(model)
+
+
+SAMPLING_FLAGS = {"temperature": "temp", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+                  "repetition_penalty": "repeat_penalty", "seed": "seed"}  # fmt: skip
+
+
+def _check_sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags given; checked now, before a model is fetched or loaded."""
+    given = {field: getattr(args, flag) for field, flag in SAMPLING_FLAGS.items() if getattr(args, flag) is not None}
+    SamplingParams(**given)  # raises UsageError naming the flag
+    if args.n_predict < 0:
+        raise UsageError(f"-n must be 0 or more, got {args.n_predict}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.max_context is not None and args.max_context < 1:
+        raise UsageError(f"--max-context must be 1 or more, got {args.max_context}")
+    return given
+
+
+def _sampling_params(model_dir: str, given: dict[str, Any]) -> SamplingParams:
+    """The model's generation_config.json defaults (greedy without one), then the flags."""
+    path = os.path.join(model_dir, "generation_config.json")
+    if os.path.exists(path):
+        return SamplingParams.from_generation_config(path, **given)
+    return SamplingParams(**dict({"temperature": 0.0}, **given))
+
+
+def _eos_token_ids(model_dir: str, config: Config) -> tuple[int, ...]:
+    """generation_config.json's eos ids (the Instruct model lists two), else config.json's."""
+    path = os.path.join(model_dir, "generation_config.json")
+    return (read_eos_token_ids(path) if os.path.exists(path) else ()) or config.eos_token_ids
+
+
+def _prompt_ids(args: argparse.Namespace, tokenizer: Tokenizer | None) -> list[int]:
+    """-p TEXT, -p - (stdin) or --ids 1,2,3; with --chat, wrapped in the chat template."""
+    if args.ids is not None:
+        if args.prompt is not None or args.chat:
+            raise UsageError("--ids gives the prompt as token ids: it goes without -p and --chat")
+        try:
+            ids = [int(part) for part in args.ids.split(",") if part.strip()]
+        except ValueError:
+            raise UsageError(f"--ids must be comma-separated token ids, got {args.ids!r}") from None
+        return ids
+    if args.prompt is None:
+        raise UsageError("give a prompt: -p TEXT, -p - to read it from stdin, or --ids 1,2,3")
+    assert tokenizer is not None
+    text = _read_stdin() if args.prompt == "-" else args.prompt
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system is not None else [])
+        text = tokenizer.apply_chat_template(messages + [{"role": "user", "content": text}])
+    elif args.system is not None:
+        raise UsageError("--system goes with --chat (a raw completion has no system prompt)")
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise UsageError("the prompt is empty")
+    return ids
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags generate and chat share, named after llama.cpp's."""
+    parser.add_argument("-m", "--model", metavar="ID_OR_DIR",
+                        help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    parser.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="new tokens at most (default 512)")
+    parser.add_argument("--temp", type=float, help="temperature; 0 = greedy (default: the model's generation_config)")
+    parser.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 = off")
+    parser.add_argument("--top-p", type=float, help="keep the most likely tokens up to this probability mass; 1 = off")
+    parser.add_argument("--min-p", type=float, help="keep tokens at least this fraction as likely as the top one; 0 = off")
+    parser.add_argument("--repeat-penalty", type=float, help="penalty for tokens already seen; 1 = off")
+    parser.add_argument("-s", "--seed", type=int, help="seed for sampling, to reproduce a run")
+    parser.add_argument("--system", metavar="TEXT", help="the system prompt (default: the model's)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    parser.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
+    parser.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")  # fmt: skip
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistake in the arguments is one line on stderr, as every other error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
+    parser = _OneLineErrors(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
     parser.add_argument("--version", action="version", version=f"microqwen {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
@@ -76,6 +373,56 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("id", nargs="?", metavar="ID", help="org/name[@revision] (default Qwen/Qwen2.5-0.5B-Instruct)")
     download.add_argument("--revision", help="a branch, tag or commit (default main)")
     download.set_defaults(run=cmd_download)
+
+    tokenize = commands.add_parser("tokenize", help="show the token ids of a text, and how BPE found them")
+    tokenize.add_argument("text", metavar="TEXT", help="the text to encode; - reads standard input")
+    tokenize.add_argument("--model", required=True, metavar="DIR", help="a model directory with tokenizer files")
+    tokenize.add_argument("--json", action="store_true", help="print only the ids, as a JSON list")
+    tokenize.add_argument("--show-merges", action="store_true", help="print every step: split, NFC, pre-tokens, merges")
+    tokenize.add_argument("--no-special", action="store_true", help="read special tokens like <|im_end|> as plain text")
+    tokenize.set_defaults(run=cmd_tokenize)
+
+    generate = commands.add_parser("generate", help="continue a prompt, streaming the text")
+    _add_generation_flags(generate)
+    generate.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt; - reads it from stdin")
+    generate.add_argument("--ids", metavar="1,2,3", help="the prompt as token ids instead of text")
+    generate.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    generate.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    generate.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)")
+    generate.add_argument("--print-ids", action="store_true", help="print the new token ids, one a line, not text")
+    generate.set_defaults(run=cmd_generate)
+
+    chat = commands.add_parser("chat", help="talk with the model (one message a line when stdin is not a terminal)")
+    _add_generation_flags(chat)
+    chat.set_defaults(run=cmd_chat)
+
+    trace = commands.add_parser("trace", help="follow tokens through the model: values, attention, logit lens; "
+                                "compare with the reference")  # fmt: skip
+    trace.add_argument("-m", "--model", metavar="ID_OR_DIR",
+                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    trace.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt; - reads it from stdin")
+    trace.add_argument("--ids", metavar="1,2,3", help="the prompt as token ids (needs no tokenizer)")
+    trace.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    trace.add_argument("--system", metavar="TEXT", help="the system prompt, with --chat (default: the model's)")
+    trace.add_argument("--layers", metavar="0,3,20-23", help="trace only these layers (numbers and ranges)")
+    trace.add_argument("--points", metavar="q_proj,attn_weights",
+                       help="show only the points whose name, or a dotted end of it, matches one of these "
+                            "(wildcards * and ?; 'residual' = the layer outputs layers.{i})")
+    trace.add_argument("--top-k", type=int, default=5, metavar="N", help="next-token candidates shown (default 5)")
+    trace.add_argument("--no-lens", action="store_true", help="skip the logit lens (one output head per layer)")
+    trace.add_argument("-n", "--n-predict", type=int, metavar="N",
+                       help="then trace N more tokens, greedy (with --step: chosen; default: until q)")
+    trace.add_argument("--step", action="store_true",
+                       help="after each position choose the next token: Enter = the top one, a number, q = stop")
+    trace.add_argument("--json", metavar="FILE", help="write the trace as JSON")
+    trace.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    trace.add_argument("--compare", metavar="REF",
+                       help="compare every point with a reference trace (.safetensors, scripts/reference_trace.py); "
+                            "exit 1 if any differs")
+    trace.add_argument("--tolerance", type=float, default=1e-3, help="largest |difference| that is equal (default 1e-3)")
+    trace.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    trace.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
+    trace.set_defaults(run=cmd_trace)
     return parser
 
 
@@ -91,3 +438,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("microqwen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout was closed by its reader (`microqwen trace ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail
+        return 1

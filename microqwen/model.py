@@ -106,21 +106,22 @@ class RotaryEmbedding:
 class KVCache:
     """Keys and values of every past position, per layer and key/value head.
 
-    keys[layer][g] is a list over positions of [head_dim] rotated keys; values are kept
-    transposed, values_t[layer][g][d] is a list over positions, so that a head's output
-    o[d] = sum_t a_t v_t[d] is one dot product per dimension.
+    `keys[layer][g]` is a list over positions of [head_dim] rotated keys; values are kept
+    transposed, `values_t[layer][g][d]` is a sequence over positions, so that a head's output
+    `o[d] = sum_t a_t v_t[d]` is one dot product per dimension. Numbers are stored in
+    `array('d')` (8 bytes each, not a 24-byte float object and a list slot).
     """
 
     def __init__(self, n_layers: int, kv_heads: int, head_dim: int) -> None:
         self.shape = (n_layers, kv_heads, head_dim)
-        self.keys: list[list[list[list[float]]]] = []
-        self.values_t: list[list[list[list[float]]]] = []
+        self.keys: list[list[list[array[float]]]] = []
+        self.values_t: list[list[list[array[float]]]] = []
         self.reset()
 
     def reset(self) -> None:
         n_layers, kv_heads, head_dim = self.shape
         self.keys = [[[] for _ in range(kv_heads)] for _ in range(n_layers)]
-        self.values_t = [[[[] for _ in range(head_dim)] for _ in range(kv_heads)] for _ in range(n_layers)]
+        self.values_t = [[[array("d") for _ in range(head_dim)] for _ in range(kv_heads)] for _ in range(n_layers)]
 
     def __len__(self) -> int:
         """The number of positions held (the same in every layer once a token is through)."""
@@ -138,7 +139,7 @@ class KVCache:
         """Add one position's k and v [kv_heads * head_dim] to `layer`."""
         _, kv_heads, head_dim = self.shape
         for g in range(kv_heads):
-            self.keys[layer][g].append(list(k[g * head_dim : (g + 1) * head_dim]))
+            self.keys[layer][g].append(array("d", k[g * head_dim : (g + 1) * head_dim]))
             for d, column in enumerate(self.values_t[layer][g]):
                 column.append(v[g * head_dim + d])
 

@@ -19,7 +19,8 @@ The main process does the cheap steps (norms, RoPE, attention, residuals) in bet
 
 Nothing is left behind: the pool is a context manager and also closes at interpreter
 exit; shared memory is unlinked on every exit path; workers ignore Ctrl-C (the main
-process handles it and can go on using the pool); a worker that dies is reported as a
+process handles it and can go on using the pool, and they start with it held back, so a Ctrl-C
+during their start does not reach them either); a worker that dies is reported as a
 `WorkerError` within a second instead of a hang; and if the main process is killed,
 each worker sees its pipe close and exits.
 """
@@ -27,6 +28,7 @@ each worker sees its pipe close and exits.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import signal
 import time
@@ -34,7 +36,7 @@ import traceback
 from array import array
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from .errors import WorkerError
 from .kernels import Matrix, Vector, load_matrix
@@ -85,10 +87,11 @@ class WorkerPool:
                 name=f"microqwen-worker-{w}",
                 daemon=True,
             )
-            process.start()
-            theirs.close()  # only the worker holds its end now: if we die, it sees the pipe close
-            self.processes.append(process)
-            self.pipes.append(ours)
+            with _ctrl_c_held():
+                process.start()
+                theirs.close()  # only the worker holds its end now: if we die, it sees the pipe close
+                self.processes.append(process)
+                self.pipes.append(ours)
         self._wait_all(LOADING)
 
     def __call__(self, job: str, xs: Sequence[Vector]) -> list[list[float]]:
@@ -166,11 +169,21 @@ class WorkerPool:
         raise WorkerError(f"worker {w} (pid {process.pid}) {how} while {doing}")
 
     def close(self) -> None:
-        """Stop the workers and free the shared memory; safe to call more than once."""
+        """Stop the workers and free the shared memory; safe to call more than once.
+
+        The memory is freed even if stopping the workers is interrupted (a second Ctrl-C).
+        """
         if self.closed:
             return
         self.closed = True
         atexit.unregister(self.close)
+        try:
+            self._stop_workers()
+        finally:
+            _free(self.x_memory)
+            _free(self.y_memory)
+
+    def _stop_workers(self) -> None:
         for pipe in self.pipes:
             try:
                 pipe.send(None)
@@ -184,9 +197,37 @@ class WorkerPool:
                 process.join()
         for pipe in self.pipes:
             pipe.close()
-        for memory in (self.x_memory, self.y_memory):
-            memory.close()
-            memory.unlink()
+
+
+def _free(memory: SharedMemory) -> None:
+    """Remove the segment's name first (so nothing is left in /dev/shm), then unmap it.
+
+    Unmapping fails with BufferError while a view of it is alive, e.g. one held by the traceback
+    of an interrupted step; the mapping then goes when that view does.
+    """
+    memory.unlink()
+    try:
+        memory.close()
+    except BufferError:
+        pass
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold back SIGINT while a worker starts, and until it is on our list of workers.
+
+    A new process inherits the blocked signal through exec, so a Ctrl-C sent to the whole process
+    group (as a terminal does) cannot interrupt a worker still importing microqwen, before it
+    ignores SIGINT, and print its traceback. Here the held-back Ctrl-C is delivered on the way out.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _worker_main(
@@ -261,5 +302,6 @@ def _read(memory: SharedMemory, offset: int, count: int) -> list[float]:
     """Load `count` float64 values from float index `offset` of a shared buffer."""
     assert memory.buf is not None
     values = array("d")
-    values.frombytes(memory.buf[FLOAT * offset : FLOAT * (offset + count)])
+    with memory.buf[FLOAT * offset : FLOAT * (offset + count)] as view:  # released even if interrupted
+        values.frombytes(view)
     return values.tolist()
