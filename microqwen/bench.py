@@ -2,13 +2,14 @@
 
 One run measures, on the model and worker count you give it:
 
-- the bare kernel rate: multiply-adds per second of one worker's matrix kernel on its slice of
+- the bare kernel rate: multiply-adds per second of one process's matrix kernel on its share of
   the output head (`lm_head`, 151,936 x 896: far larger than the CPU caches, as the 1 GB of weights
-  of a whole step is), timed in every worker at once (so all cores are as busy as in a real step);
+  of a whole step is), timed in every computing process at once (the main process and the workers,
+  so all cores are as busy as in a real step);
 - load time; prefill of a 32-token prompt (tokens/s); greedy decode of 32 tokens (tokens/s);
-- the efficiency ratio: the multiply-adds per second of whole decode steps divided by
-  (bare kernel rate x workers). 1.0 would mean the engine adds no cost to the kernel: no time
-  in the main process's norms, RoPE and attention, no waiting on pipes, no imbalance;
+- the efficiency ratio: the multiply-adds per second of a whole decode step (its median time)
+  divided by (bare kernel rate x computing processes). 1.0 would mean the engine adds no cost to the kernel:
+  no time in the main process's norms, RoPE and attention, no waiting on pipes, no imbalance;
 - the peak resident memory of all processes together.
 
 A decode step's multiply-adds are counted from the weight matrices (494 million for
@@ -68,7 +69,7 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
         "model": path,
         "workers": workers,
         "kernel": kernel or best_kernel(),
-        "kernel_rate_per_worker": kernel_mean,
+        "kernel_rate_per_process": kernel_mean,
         "kernel_rates": rates,
         "load_seconds": load_seconds,
         "prefill_tokens": prompt_tokens,
@@ -77,7 +78,8 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
         "decode_tokens_per_second": decode_rate,
         "decode_median_ms_per_token": 1000 * statistics.median(step_seconds),
         "multiply_adds_per_token": macs_per_token,
-        "efficiency": macs_per_token * decode_rate / (kernel_mean * max(workers, 1)),
+        "compute_processes": len(rates),
+        "efficiency": macs_per_token / statistics.median(step_seconds) / (kernel_mean * len(rates)),
         "peak_memory_bytes": memory,
     }
 
@@ -112,13 +114,14 @@ def report(figures: dict[str, Any]) -> str:
     f = figures
     return "\n".join([
         f"{f['interpreter']}, {f['cpus']} CPUs, {f['workers']} workers, kernel {f['kernel']}, model {f['model']}",
-        f"kernel      {f['kernel_rate_per_worker'] / 1e6:8.1f} M multiply-adds/s per worker "
+        f"kernel      {f['kernel_rate_per_process'] / 1e6:8.1f} M multiply-adds/s per process "
         f"({', '.join(f'{r / 1e6:.1f}' for r in f['kernel_rates'])})",
         f"load        {f['load_seconds']:8.1f} s",
         f"prefill     {f['prefill_tokens_per_second']:8.2f} tokens/s ({f['prefill_tokens']} tokens)",
         f"decode      {f['decode_tokens_per_second']:8.2f} tokens/s ({f['decode_tokens']} tokens, "
         f"median {f['decode_median_ms_per_token']:.0f} ms/token, "
         f"{f['multiply_adds_per_token'] / 1e6:.0f} M multiply-adds/token)",
-        f"efficiency  {f['efficiency']:8.2f} (decode multiply-adds/s / (kernel rate x workers))",
+        f"efficiency  {f['efficiency']:8.2f} (decode multiply-adds/s / (kernel rate x {f['compute_processes']} "
+        "computing processes))",
         f"memory      {f['peak_memory_bytes'] / 2**30:8.2f} GiB peak resident, all processes",
     ])  # fmt: skip

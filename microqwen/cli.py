@@ -19,6 +19,7 @@ from . import __version__, inspect_model
 from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
+from .workers import default_workers
 from .sampling import SamplingParams, read_eos_token_ids
 from .tokenizer import Tokenizer
 
@@ -29,6 +30,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """`microqwen inspect PATH`: the tensor table and config of a model, from the headers only."""
     report = inspect_model.inspect(args.path)
     print(inspect_model.to_json(report) if args.json else inspect_model.to_text(report))
     if report.problems:
@@ -37,6 +39,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """`microqwen bench --model DIR`: kernel rate, load, prefill and decode speed, memory."""
     from . import bench
 
     if args.prompt_tokens < 1 or args.decode_tokens < 1 or args.workers < 0:
@@ -55,6 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    """`microqwen download [ID]`: fetch a model into the Hugging Face cache; print its directory."""
     from . import hub
 
     spec = args.id or hub.DEFAULT_MODEL
@@ -67,6 +71,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
+    """`microqwen tokenize --model DIR TEXT`: the ids and pieces of a text, or every BPE step."""
     from .tokenizer import Tokenizer, format_trace
 
     tokenizer = Tokenizer.from_dir(args.model)
@@ -92,6 +97,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """`microqwen generate -p TEXT`: continue a prompt, streaming text to stdout, timings to stderr."""
     from .generate import Timings, generate
     from .model import load
     from .sampling import Sampler
@@ -123,6 +129,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    """`microqwen chat`: a conversation, one message a line, the history kept in the KV cache."""
     from .generate import Conversation, Timings
     from .model import load
     from .sampling import Sampler
@@ -171,6 +178,7 @@ def _chat_loop(conversation: Conversation, interactive: bool) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    """`microqwen trace -p TEXT`: every value of every layer, attention, the logit lens; compare, HTML."""
     from . import trace
     from .compare import compare, first_difference, format_comparison, read_reference
     from .model import load
@@ -338,7 +346,8 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-penalty", type=float, help="penalty for tokens already seen; 1 = off")
     parser.add_argument("-s", "--seed", type=int, help="seed for sampling, to reproduce a run")
     parser.add_argument("--system", metavar="TEXT", help="the system prompt (default: the model's)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes besides the main one (default: CPUs - 1)")
     parser.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     parser.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")  # fmt: skip
 
@@ -351,6 +360,7 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its flags."""
     parser = _OneLineErrors(prog="microqwen", description="Qwen2.5-0.5B inference in pure Python.")
     parser.add_argument("--version", action="version", version=f"microqwen {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -362,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure kernel rate, load, prefill and decode speed, memory")
     bench.add_argument("--model", required=True, metavar="DIR", help="a model directory")
-    bench.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    bench.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes besides the main one (default: CPUs - 1)")
     bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     bench.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default 32)")
     bench.add_argument("--decode-tokens", type=int, default=32, help="tokens to decode (default 32)")
@@ -420,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compare every point with a reference trace (.safetensors, scripts/reference_trace.py); "
                             "exit 1 if any differs")
     trace.add_argument("--tolerance", type=float, default=1e-3, help="largest |difference| that is equal (default 1e-3)")
-    trace.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    trace.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes besides the main one (default: CPUs - 1)")
     trace.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     trace.set_defaults(run=cmd_trace)
     return parser

@@ -56,7 +56,29 @@ def _pick_dot() -> Callable[[Vector, Vector], float]:
 
 
 dot = _pick_dot()
-"""The fastest dot product of two float vectors on this interpreter (used by attention too)."""
+"""The fastest dot product of two float vectors on this interpreter (RMSNorm uses it)."""
+
+
+def _dots_by_dot(x: Vector, vectors: Sequence[Vector]) -> list[float]:
+    """[x . v for v in vectors], one `dot` call each (`math.sumprod` on CPython 3.12+)."""
+    return [dot(x, v) for v in vectors]
+
+
+def _dots_plain(x: Vector, vectors: Sequence[Vector]) -> list[float]:
+    """[x . v for v in vectors] as nested loops in one function: PyPy's JIT does not inline a
+    function that has a loop, so calling `dot` once per vector would cost a call each time."""
+    out = []
+    n = len(x)
+    for v in vectors:
+        total = 0.0
+        for i in range(n):
+            total += x[i] * v[i]
+        out.append(total)
+    return out
+
+
+dots = _dots_plain if platform.python_implementation() == "PyPy" else _dots_by_dot
+"""[x . v for v in vectors]: attention's scores (q . every cached key) and outputs (weights . every value column)."""
 
 
 class Matrix:
@@ -89,6 +111,7 @@ class NaiveMatrix(Matrix):
         self.bits = bits
 
     def matvec(self, x: Vector) -> list[float]:
+        """y[r] = sum_j TABLE[bits[r * cols + j]] * x[j], one multiply-add at a time."""
         w, cols = self.bits, self.cols
         y = []
         for r in range(self.rows):
@@ -116,6 +139,7 @@ class RowsMatrix(Matrix):
         self.dot: Callable[[Vector, Vector], float] = getattr(math, "sumprod", _sum_of_products)
 
     def matvec(self, x: Vector) -> list[float]:
+        """y[r] = row_r . x, one C call (`math.sumprod`) per row."""
         dot_row = self.dot
         return [dot_row(row, x) for row in self.row_values]
 
@@ -131,6 +155,7 @@ class UnrolledMatrix(NaiveMatrix):
     kernel = "unrolled"
 
     def matvec(self, x: Vector) -> list[float]:
+        """The naive loop over 4 rows at once: x[j] is read once for 4 running sums."""
         w, cols, rows = self.bits, self.cols, self.rows
         y = [0.0] * rows
         whole = rows - rows % 4
@@ -154,6 +179,7 @@ class UnrolledMatrix(NaiveMatrix):
         return y
 
     def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """Tokens in groups of 4 through `_matmat4`; a last group of fewer, one by one."""
         ys = []
         for start in range(0, len(xs), 4):
             group = list(xs[start : start + 4])

@@ -78,7 +78,8 @@ class LinearBackend(Protocol):
 
     def __call__(self, job: str, xs: Sequence[Vector]) -> list[list[float]]: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Free the weights (and stop any processes)."""
 
 
 class LocalLinear:
@@ -94,4 +95,5 @@ class LocalLinear:
         return self.matrices[job].matmat(xs)
 
     def close(self) -> None:
+        """Drop the matrices."""
         self.matrices.clear()

@@ -116,6 +116,7 @@ class SafetensorsFile:
         out.fromfile(self._file, count)
 
     def close(self) -> None:
+        """Unmap and close the file (views from `data` must be released first)."""
         self._map.close()
         self._file.close()
 
@@ -237,6 +238,7 @@ class Checkpoint:
         self._owner[name].read_into(name, out, first, count)
 
     def close(self) -> None:
+        """Close every shard."""
         for f in self.files:
             f.close()
 

@@ -1,21 +1,27 @@
 """Worker processes: the matrix products on every core, activations through shared memory.
 
-Pure Python runs one core per process, so `WorkerPool` starts N processes and gives
-each one a slice of the rows of every weight matrix (every `linear.Job`):
+Pure Python runs one core per process, so `WorkerPool` starts N worker processes, and the
+main process and the workers share out the rows of every weight matrix (every `linear.Job`):
 
-    job layers.3.mlp.gate_up_proj, W [9728, 896], 2 workers:
-        worker 0 owns rows    0..4863     worker 1 owns rows 4864..9727
+    job layers.3.mlp.gate_up_proj, W [9728, 896], 1 worker (2 cores):
+        the main process computes rows 0..4863        worker 0 computes rows 4864..9727
 
-Each worker reads its rows straight from the safetensors file (so the weights are
-never pickled or copied between processes) into the form its kernel wants. For one
-product y = W x, the main process:
+Each worker reads its rows straight from the safetensors file (so the weights are never
+pickled or copied between processes) into the form its kernel wants. For one product
+y = W x, the main process
 
     1. writes x (float64) into the shared input buffer,
-    2. sends each worker the job number (a few bytes through its pipe),
-    3. waits until every worker has written its rows of y into the shared output
-       buffer and answered, then reads y.
+    2. sends each worker the job number (a 24-byte frame through its pipe),
+    3. computes its own rows of y (instead of sleeping while the workers compute),
+    4. waits until every worker has written its rows of y into the shared output buffer
+       and answered, then reads them.
 
-The main process does the cheap steps (norms, RoPE, attention, residuals) in between.
+Between products the main process does the cheap steps (norms, RoPE, attention, residuals).
+A process that sleeps while it waits pays to wake up (up to half a millisecond on a virtual
+machine, and a step has 97 products), so both sides first poll for a few milliseconds
+(`SPIN_SECONDS`) and only then sleep: the main process while the last worker finishes, a
+worker while the main process does the cheap steps before the next product. With one
+process per core, the one that polls has its core to itself.
 
 Nothing is left behind: the pool is a context manager and also closes at interpreter
 exit; shared memory is unlinked on every exit path; workers ignore Ctrl-C (the main
@@ -30,7 +36,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import os
 import signal
+import struct
 import time
 import traceback
 from array import array
@@ -46,56 +54,87 @@ from .safetensors import Checkpoint, SafetensorsFile
 MAX_TOKENS = 16
 """Activations per job call that fit the shared buffers (larger calls are split)."""
 
+SPIN_SECONDS = 0.005
+"""How long a process polls for an answer or a request before it sleeps until one comes."""
+
 FLOAT = 8  # bytes per float64 in the shared buffers
 LOADING = "loading the weights"
 
+RUN, BENCH, STOP = 0, 1, 2
+REQUEST = struct.Struct("<qiid")  # sequence number, command, job index, tokens (RUN) or seconds (BENCH)
+ANSWER = struct.Struct("<qid")  # sequence number, 0 = done or 1 = failed, a value (a kernel rate)
+ANSWER_FRAME = 512  # bytes: the answer, then a failed worker's error message
+"""Messages are fixed-size frames, each written by one write(2) and read by one read(2). A pipe
+delivers a write of up to PIPE_BUF (4096) bytes whole, so no interruption (Ctrl-C) can leave
+half a message in a pipe."""
 
-def row_ranges(rows: int, n_workers: int) -> list[tuple[int, int]]:
-    """Split rows 0..rows-1 into n_workers contiguous slices of nearly equal size."""
-    return [(rows * w // n_workers, rows * (w + 1) // n_workers) for w in range(n_workers)]
+
+def default_workers() -> int:
+    """One worker per CPU but one: the main process computes a share too (0 on a single CPU)."""
+    return max((os.cpu_count() or 1) - 1, 0)
+
+
+def row_ranges(rows: int, shares: int) -> list[tuple[int, int]]:
+    """Split rows 0..rows-1 into `shares` contiguous slices of nearly equal size."""
+    return [(rows * w // shares, rows * (w + 1) // shares) for w in range(shares)]
 
 
 class WorkerPool:
-    """N processes that run `linear.Job`s on their slices of rows; call it like `LocalLinear`."""
+    """The main process and N workers run `linear.Job`s on their shares of rows; call it like `LocalLinear`.
+
+    Share 0 of every job's rows is the main process's, share w + 1 is worker w's.
+    """
 
     def __init__(self, checkpoint: Checkpoint, jobs: Sequence[Job], n_workers: int, kernel: str | None = None) -> None:
         self.jobs = {job.name: (index, job) for index, job in enumerate(jobs)}
         self.n_workers = n_workers
         self.processes: list[Any] = []
-        self.pipes: list[Connection] = []
+        self.requests: list[Connection] = []  # we write, worker w reads
+        self.answers: list[Connection] = []  # worker w writes, we read
+        self.local: list[Matrix] = []  # the main process's share of every job
         self.sequence = 0  # numbers each request, so a late answer to an interrupted one is ignored
         self.closed = False
         max_cols = max(job.cols for job in jobs)
-        max_rows = max(job.rows for job in jobs)
+        self.region = MAX_TOKENS * max(-(-job.rows // (n_workers + 1)) for job in jobs)  # floats of y per worker
         self.x_memory = SharedMemory(create=True, size=MAX_TOKENS * max_cols * FLOAT)
-        self.y_memory = SharedMemory(create=True, size=MAX_TOKENS * max_rows * FLOAT)
+        self.y_memory = SharedMemory(create=True, size=n_workers * self.region * FLOAT)
         atexit.register(self.close)
         try:
             self._start([f.path for f in checkpoint.files], list(jobs), kernel)
+            self.local = _load_shares(checkpoint, list(jobs), [self.share(job, 0) for job in jobs], kernel)
+            self._wait_all(LOADING)
         except BaseException:
             self.close()
             raise
 
+    def share(self, job: Job, who: int) -> tuple[int, int]:
+        """The rows [start, stop) of `job` that process `who` computes (0: the main process)."""
+        return row_ranges(job.rows, self.n_workers + 1)[who]
+
     def _start(self, paths: list[str], jobs: list[Job], kernel: str | None) -> None:
+        """Start the workers; they load their shares while the main process loads its own."""
         context = multiprocessing.get_context("spawn")
         for w in range(self.n_workers):
-            ours, theirs = context.Pipe()
-            slices = [row_ranges(job.rows, self.n_workers)[w] for job in jobs]
+            request_reader, request_writer = context.Pipe(duplex=False)
+            answer_reader, answer_writer = context.Pipe(duplex=False)
+            shares = [self.share(job, w + 1) for job in jobs]
             process = context.Process(
                 target=_worker_main,
-                args=(theirs, paths, jobs, slices, kernel, self.x_memory.name, self.y_memory.name),
+                args=(request_reader, answer_writer, paths, jobs, shares, kernel, self.x_memory.name,
+                      self.y_memory.name, w * self.region),
                 name=f"microqwen-worker-{w}",
                 daemon=True,
-            )
+            )  # fmt: skip
             with _ctrl_c_held():
                 process.start()
-                theirs.close()  # only the worker holds its end now: if we die, it sees the pipe close
+                request_reader.close()  # only the worker holds these ends now: if we die, it reads
+                answer_writer.close()  # the end of its requests, and if it dies, we read the end of its answers
                 self.processes.append(process)
-                self.pipes.append(ours)
-        self._wait_all(LOADING)
+                self.requests.append(request_writer)
+                self.answers.append(answer_reader)
 
     def __call__(self, job: str, xs: Sequence[Vector]) -> list[list[float]]:
-        """[W x for x in xs] for the job's W, its rows computed by all workers together."""
+        """[W x for x in xs] for the job's W, its rows computed by all processes together."""
         index, spec = self.jobs[job]
         ys: list[list[float]] = []
         for start in range(0, len(xs), MAX_TOKENS):
@@ -105,40 +144,56 @@ class WorkerPool:
     def _run(self, index: int, job: Job, xs: Sequence[Vector]) -> list[list[float]]:
         for t, x in enumerate(xs):
             _write(self.x_memory, t * job.cols, x)
-        self._request_all(("run", index, len(xs)), job.name)
-        return [_read(self.y_memory, t * job.rows, job.rows) for t in range(len(xs))]
+        self._send_all(RUN, index, len(xs), job.name)
+        ours = self.local[index].matmat(xs)  # [T, our rows], while the workers compute theirs
+        self._wait_all(job.name)
+        for w in range(self.n_workers):  # the workers' rows follow ours, worker by worker
+            start, stop = self.share(job, w + 1)
+            for t, y in enumerate(ours):
+                y += _read(self.y_memory, w * self.region + t * (stop - start), stop - start)
+        return ours
 
     def kernel_rates(self, job: str, seconds: float) -> list[float]:
-        """Each worker times its kernel alone on its slice of `job` (all at once): multiply-adds/s."""
+        """Every process times its kernel on its share of `job`, all at once: multiply-adds/s each."""
         index, spec = self.jobs[job]
-        return self._request_all(("bench", index, seconds), f"timing the kernel on {spec.name}")
+        doing = f"timing the kernel on {spec.name}"
+        self._send_all(BENCH, index, seconds, doing)
+        ours = kernel_rate(self.local[index], seconds)
+        return [ours] + self._wait_all(doing)
 
-    def _request_all(self, request: tuple[str, int, float], doing: str) -> list[float]:
-        """Send one request to every worker; return their answers' values in worker order."""
+    def _send_all(self, command: int, index: int, amount: float, doing: str) -> None:
+        """Send one request to every worker (answers come to `_wait_all`)."""
         if self.closed:
             raise WorkerError("the worker pool is closed")
         self.sequence += 1
-        for w, pipe in enumerate(self.pipes):
+        frame = REQUEST.pack(self.sequence, command, index, amount)
+        for w, requests in enumerate(self.requests):
             try:
-                pipe.send((self.sequence, *request))
+                _write_frame(requests, frame)
             except OSError:  # its end of the pipe is closed: the worker is gone
                 self._fail(w, doing)
-        return self._wait_all(doing)
 
     def _wait_all(self, doing: str) -> list[float]:
         """Wait until every worker has answered the current request; a death is a WorkerError."""
         answers = [0.0] * self.n_workers
         waiting = set(range(self.n_workers))
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while waiting and time.perf_counter() < deadline:  # poll first: waking up costs more
+            for w in [w for w in waiting if self.answers[w].poll()]:
+                sequence, value = self._answer(w, doing)
+                if sequence == self.sequence:
+                    answers[w] = value
+                    waiting.discard(w)
         while waiting:
             events: dict[Any, tuple[str, int]] = {}
             for w in waiting:
-                events[self.pipes[w]] = ("answer", w)
+                events[self.answers[w]] = ("answer", w)
                 events[self.processes[w].sentinel] = ("exit", w)
             for ready in wait(list(events), timeout=1.0):
                 kind, w = events[ready]
                 if w not in waiting:
                     continue
-                if kind == "exit" and not self.pipes[w].poll():
+                if kind == "exit" and not self.answers[w].poll():
                     self._fail(w, doing)
                 sequence, value = self._answer(w, doing)
                 if sequence == self.sequence:  # else: a late answer to an interrupted request
@@ -149,13 +204,15 @@ class WorkerPool:
     def _answer(self, w: int, doing: str) -> tuple[int, float]:
         """Read one answer from worker w: (the request's sequence number, its value)."""
         try:
-            sequence, status, detail = self.pipes[w].recv()
+            frame = _read_frame(self.answers[w], ANSWER_FRAME)
         except (EOFError, OSError):
             self._fail(w, doing)
-        if status != "ok":
+        sequence, failed, value = ANSWER.unpack_from(frame)
+        if failed:
             self.close()
+            detail = frame[ANSWER.size :].rstrip(b"\0").decode("utf-8", "replace")
             raise WorkerError(f"worker {w} failed while {doing}: {detail}")
-        return sequence, detail
+        return sequence, value
 
     def _fail(self, w: int, doing: str) -> NoReturn:
         process = self.processes[w]
@@ -184,9 +241,9 @@ class WorkerPool:
             _free(self.y_memory)
 
     def _stop_workers(self) -> None:
-        for pipe in self.pipes:
+        for requests in self.requests:
             try:
-                pipe.send(None)
+                _write_frame(requests, REQUEST.pack(0, STOP, 0, 0.0))
             except OSError:
                 pass  # that worker is already gone
         deadline = time.monotonic() + 5.0
@@ -195,8 +252,8 @@ class WorkerPool:
             if process.is_alive():
                 process.kill()
                 process.join()
-        for pipe in self.pipes:
-            pipe.close()
+        for connection in self.requests + self.answers:
+            connection.close()
 
 
 def _free(memory: SharedMemory) -> None:
@@ -231,54 +288,83 @@ def _ctrl_c_held() -> Iterator[None]:
 
 
 def _worker_main(
-    pipe: Connection, paths: list[str], jobs: list[Job], slices: list[tuple[int, int]],
-    kernel: str | None, x_name: str, y_name: str,
+    requests: Connection, answers: Connection, paths: list[str], jobs: list[Job], shares: list[tuple[int, int]],
+    kernel: str | None, x_name: str, y_name: str, y_base: int,
 ) -> None:  # fmt: skip
     """A worker's whole life: load its rows of every job, then run jobs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    x_memory, y_memory = SharedMemory(name=x_name), SharedMemory(name=y_name)
+    memories: list[SharedMemory] = []
     try:
-        matrices = _load_slices(paths, jobs, slices, kernel)
-        pipe.send((0, "ok", 0.0))
-        _serve(pipe, jobs, slices, matrices, x_memory, y_memory)
+        memories += [SharedMemory(name=x_name), SharedMemory(name=y_name)]
+        with Checkpoint([SafetensorsFile(path) for path in paths]) as checkpoint:
+            matrices = _load_shares(checkpoint, jobs, shares, kernel)
+        _write_frame(answers, _answer_frame(0, 0.0))
+        _serve(requests, answers, jobs, shares, matrices, memories[0], memories[1], y_base)
     except (EOFError, BrokenPipeError):
         pass  # the main process is gone: so are we
     except BaseException:
+        error = traceback.format_exc(limit=3).strip().splitlines()[-1]
         try:
-            pipe.send((-1, "error", traceback.format_exc(limit=3).strip().splitlines()[-1]))
+            _write_frame(answers, _answer_frame(-1, 0.0, error))
         except OSError:
             pass
     finally:
-        x_memory.close()
-        y_memory.close()
+        for memory in memories:
+            memory.close()
 
 
-def _load_slices(paths: list[str], jobs: list[Job], slices: list[tuple[int, int]], kernel: str | None) -> list[Matrix]:
-    with Checkpoint([SafetensorsFile(path) for path in paths]) as checkpoint:
-        return [
-            load_matrix(read_rows(checkpoint, job, start, stop), stop - start, job.cols, kernel)
-            for job, (start, stop) in zip(jobs, slices)
-        ]
+def _load_shares(checkpoint: Checkpoint, jobs: list[Job], shares: list[tuple[int, int]], kernel: str | None) -> list[Matrix]:
+    """Rows [start, stop) of every job, read from the file into the kernel's form."""
+    return [
+        load_matrix(read_rows(checkpoint, job, start, stop), stop - start, job.cols, kernel)
+        for job, (start, stop) in zip(jobs, shares)
+    ]
 
 
 def _serve(
-    pipe: Connection, jobs: list[Job], slices: list[tuple[int, int]], matrices: list[Matrix],
-    x_memory: SharedMemory, y_memory: SharedMemory,
+    requests: Connection, answers: Connection, jobs: list[Job], shares: list[tuple[int, int]],
+    matrices: list[Matrix], x_memory: SharedMemory, y_memory: SharedMemory, y_base: int,
 ) -> None:  # fmt: skip
-    """Answer requests: run a job (x from shared memory, our rows of y back), or time the kernel."""
+    """Answer requests: run a job (x from shared memory, our rows of y back), or time the kernel.
+
+    Our rows of y go to our own region of the output buffer, from float `y_base` on, token after
+    token: a late answer to an interrupted request can only overwrite our own rows, which the
+    next request then writes again before we answer it.
+    """
     while True:
-        message = pipe.recv()
-        if message is None:
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while not requests.poll() and time.perf_counter() < deadline:
+            pass  # poll a little while: the next request usually comes within a millisecond
+        sequence, command, index, amount = REQUEST.unpack(_read_frame(requests, REQUEST.size))
+        if command == STOP:
             return
-        sequence, command, index, amount = message
-        job, (start, stop) = jobs[index], slices[index]
-        if command == "bench":
-            pipe.send((sequence, "ok", kernel_rate(matrices[index], amount)))
+        if command == BENCH:
+            _write_frame(answers, _answer_frame(sequence, kernel_rate(matrices[index], amount)))
             continue
-        xs = [_read(x_memory, t * job.cols, job.cols) for t in range(amount)]
+        job, (start, stop) = jobs[index], shares[index]
+        xs = [_read(x_memory, t * job.cols, job.cols) for t in range(int(amount))]
         for t, y in enumerate(matrices[index].matmat(xs)):
-            _write(y_memory, t * job.rows + start, y)
-        pipe.send((sequence, "ok", 0.0))
+            _write(y_memory, y_base + t * (stop - start), y)
+        _write_frame(answers, _answer_frame(sequence, 0.0))
+
+
+def _answer_frame(sequence: int, value: float, error: str | None = None) -> bytes:
+    """An answer: done (with a value), or failed (with the error message, cut to fit the frame)."""
+    message = (error or "").encode("utf-8")[: ANSWER_FRAME - ANSWER.size]
+    return ANSWER.pack(sequence, error is not None, value) + message.ljust(ANSWER_FRAME - ANSWER.size, b"\0")
+
+
+def _write_frame(connection: Connection, frame: bytes) -> None:
+    """One write(2) of a whole frame (at most PIPE_BUF bytes, so the pipe delivers it whole)."""
+    os.write(connection.fileno(), frame)
+
+
+def _read_frame(connection: Connection, size: int) -> bytes:
+    """One read(2) of one frame; EOFError when the other end is closed."""
+    frame = os.read(connection.fileno(), size)
+    if len(frame) != size:
+        raise EOFError("the other end of the pipe is closed")
+    return frame
 
 
 def kernel_rate(matrix: Matrix, seconds: float) -> float:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microqwen import bf16
+from microqwen import kernels
 from microqwen.kernels import KERNELS, best_kernel, dot, load_matrix
 
 finite_bits = st.integers(0, 0xFFFF).filter(lambda b: (b & 0x7F80) != 0x7F80)  # no inf or NaN
@@ -69,3 +70,14 @@ def test_a_real_shaped_row_block() -> None:
     results = {k: load_matrix(array("H", raw), 12, 896, k).matvec(x) for k in KERNELS}
     for kernel, y in results.items():
         assert close(y, by_definition(raw, 12, 896, x)), kernel
+
+
+@given(st.integers(0, 6).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(-100, 100), min_size=n, max_size=n),
+    st.lists(st.lists(st.floats(-100, 100), min_size=n, max_size=n), max_size=5))))
+def test_both_ways_of_taking_many_dot_products_agree(case: tuple[list[float], list[list[float]]]) -> None:
+    x, vectors = case
+    expected = [math.fsum(a * b for a, b in zip(x, v)) for v in vectors]
+    for dots in (kernels._dots_by_dot, kernels._dots_plain):
+        assert all(math.isclose(got, e, rel_tol=1e-9, abs_tol=1e-9) for got, e in zip(dots(x, vectors), expected))
+        assert len(dots(x, vectors)) == len(vectors)
