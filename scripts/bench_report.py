@@ -1,0 +1,89 @@
+"""Turn the benchmark results in docs/bench/*.json into the tables docs/performance.md includes.
+
+    python scripts/bench_report.py          # run by scripts/bench_all.sh after the measurements
+
+Writes docs/snippets/bench/{ladder,engine,torch}.md, so every number on the performance page is
+one that `microqwen bench`, scripts/bench_ladder.py or scripts/bench_torch.py printed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+from typing import Any, Dict, List
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+BENCH = os.path.join(ROOT, "docs", "bench")
+OUT = os.path.join(ROOT, "docs", "snippets", "bench")
+RUNGS = ["naive", "sum(map)", "sumprod", "unrolled", "prefill"]
+
+
+def load(pattern: str) -> List[Dict[str, Any]]:
+    results = []
+    for path in sorted(glob.glob(os.path.join(BENCH, pattern))):
+        with open(path) as f:
+            results.append(dict(json.load(f), file=os.path.basename(path)))
+    return results
+
+
+def ladder() -> str:
+    lines = ["| interpreter | " + " | ".join(RUNGS) + " |", "|---" * (len(RUNGS) + 1) + "|"]
+    for result in load("ladder-*.json"):
+        rates = result["multiply_adds_per_second"]
+        cells = [f"{rates[r] / 1e6:,.0f}" if r in rates else "" for r in RUNGS]
+        lines.append(f"| {result['interpreter']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def engine() -> str:
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for result in load("bench-*.json"):
+        groups.setdefault((result["interpreter"], result["workers"]), []).append(result)
+    lines = [
+        "| interpreter | processes | runs | kernel M/s per process | load s | prefill tokens/s | decode tokens/s "
+        "| decode ms/token (median) | efficiency | peak memory GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (interpreter, workers), runs in sorted(groups.items()):
+        def median(key: str) -> float:
+            return statistics.median(run[key] for run in runs)
+
+        lines.append(
+            f"| {interpreter} | {workers + 1} | {len(runs)} | {median('kernel_rate_per_process') / 1e6:,.0f} "
+            f"| {median('load_seconds'):.1f} | {median('prefill_tokens_per_second'):.2f} "
+            f"| {median('decode_tokens_per_second'):.2f} | {median('decode_median_ms_per_token'):,.0f} "
+            f"| {median('efficiency'):.2f} | {median('peak_memory_bytes') / 2**30:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def torch() -> str:
+    results = load("torch-*.json")
+    if not results:
+        return "(not measured)\n"
+    r = results[0]
+    pypy = [run for run in load("bench-*.json") if run["interpreter"].startswith("PyPy") and run["workers"] == 1]
+    ours = statistics.median(run["decode_tokens_per_second"] for run in pypy) if pypy else float("nan")
+    lines = [
+        f"| engine ({r['threads']} threads / processes) | prefill tokens/s | decode tokens/s | microqwen PyPy decode as a fraction |",
+        "|---|---:|---:|---:|",
+    ]
+    for dtype in ("float32", "bfloat16"):
+        lines.append(f"| PyTorch {r['torch']}, transformers {r['transformers']}, {dtype} "
+                     f"| {r[dtype]['prefill_tokens_per_second']:.1f} | {r[dtype]['decode_tokens_per_second']:.2f} "
+                     f"| {ours / r[dtype]['decode_tokens_per_second']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    for name, table in (("ladder", ladder()), ("engine", engine()), ("torch", torch())):
+        with open(os.path.join(OUT, f"{name}.md"), "w") as f:
+            f.write(table)
+        print(table)
+
+
+if __name__ == "__main__":
+    main()
