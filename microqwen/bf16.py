@@ -40,8 +40,11 @@ CANONICAL_NAN = 0x7FC0  # what PyTorch writes for every NaN it narrows to bfloat
 def bits_to_float(bits: int) -> float:
     """The value of one bfloat16 bit pattern (0..0xFFFF), exactly.
 
+    ```python
     >>> bits_to_float(0x3FC0)
     1.5
+
+    ```
     """
     if not 0 <= bits <= 0xFFFF:
         raise ValueError(f"bfloat16 bits must be in 0..0xFFFF, got {bits:#x}")
@@ -58,10 +61,13 @@ def float_to_bits(value: float) -> int:
     the kept part is odd. A carry out of the mantissa raises the exponent, so
     values past the largest bfloat16 (about 3.39e38) become infinity.
 
+    ```python
     >>> hex(float_to_bits(1.5))
     '0x3fc0'
     >>> hex(float_to_bits(1.0 + 2**-8))    # exactly halfway: ties to even (down)
     '0x3f80'
+
+    ```
     """
     try:
         f32 = struct.unpack("<I", struct.pack("<f", value))[0]

@@ -69,9 +69,12 @@ def _rate_line(label: str, seconds: float, count: int, unit: str) -> str:
 class StopStrings:
     """Releases text, holding back any tail that could be the start of a stop string.
 
+    ```python
     >>> stop = StopStrings(["\\nUser:"])
     >>> stop.feed("Hi!\\nUs"), stop.feed("e"), stop.feed("r: next"), stop.stopped
     ('Hi!', '', '', True)
+
+    ```
     """
 
     def __init__(self, stops: Collection[str]) -> None:

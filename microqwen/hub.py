@@ -22,12 +22,15 @@ checked against it. Bytes go to `blobs/<etag>.incomplete` first, and an interrup
 from there with `Range: bytes=<bytes so far>-`; the file is renamed to `blobs/<etag>`, and linked
 into the snapshot, only once it is complete and checked.
 
+```python
 >>> parse_model_id("Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775")
 ('Qwen/Qwen2.5-0.5B-Instruct', '7ae557604adf67be50417f59c2c2f167def9a775')
 >>> repo_folder("Qwen/Qwen2.5-0.5B-Instruct")
 'models--Qwen--Qwen2.5-0.5B-Instruct'
 >>> file_url("https://huggingface.co", "Qwen/Qwen2.5-0.5B-Instruct", "main", "model.safetensors")
 'https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/resolve/main/model.safetensors'
+
+```
 
 `resolve_model` puts it together: a directory is used as it is; a Hub id is looked up in the
 cache, and whatever is missing is downloaded.

@@ -21,8 +21,11 @@ It is strict where a model loader should be strict, and refuses with a
 - the same key twice in one object (a safetensors header must not name a tensor twice);
 - nesting deeper than `MAX_DEPTH`, so a hostile file cannot exhaust the stack.
 
+```python
 >>> parse('{"shape": [896, 128], "dtype": "BF16", "ok": true}')
 {'shape': [896, 128], 'dtype': 'BF16', 'ok': True}
+
+```
 """
 
 from __future__ import annotations

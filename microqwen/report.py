@@ -24,8 +24,11 @@ The data, for T positions, H heads and the chosen layers (`report_data`):
     lens          [T]  [{"point", "text", "p", "rank", "final_p"}]   embedding, then each chosen layer
     residual_rms  [T]  [1 + num_layers]                  RMS of embed_tokens, then of each layers.{i}
 
+```python
 >>> "<script" in render_html({"title": "demo", "tokens": []}) and "http" not in render_html({"title": "x"})
 True
+
+```
 """
 
 from __future__ import annotations

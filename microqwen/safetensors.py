@@ -77,9 +77,12 @@ class TensorInfo:
 class SafetensorsFile:
     """One .safetensors file, header checked, tensors readable through mmap.
 
+    ```python
     >>> with SafetensorsFile("model.safetensors") as f:          # doctest: +SKIP
     ...     info = f.tensors["model.norm.weight"]
     ...     raw = f.data("model.norm.weight")                     # 1792 bytes, no copy
+
+    ```
     """
 
     def __init__(self, path: str) -> None:

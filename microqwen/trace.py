@@ -88,8 +88,11 @@ Pieces = Callable[[int], Optional[str]]
 def point_names(num_layers: int) -> list[str]:
     """Every trace point in forward order: embed_tokens, each layer's points then `layers.{i}`, norm, logits.
 
+    ```python
     >>> point_names(1)[:3], point_names(1)[-3:]
     (['embed_tokens', 'layers.0.input_layernorm', 'layers.0.self_attn.q_proj'], ['layers.0', 'norm', 'logits'])
+
+    ```
     """
     names = ["embed_tokens"]
     for i in range(num_layers):
@@ -106,10 +109,13 @@ def layer_of(name: str) -> int | None:
 def matches(pattern: str, name: str) -> bool:
     """True if `pattern` matches the point `name` or one of its dotted ends.
 
+    ```python
     >>> matches("q_proj", "layers.3.self_attn.q_proj"), matches("mlp.*", "layers.3.mlp.up_proj")
     (True, True)
     >>> matches("proj", "layers.3.self_attn.q_proj"), matches("residual", "layers.3")
     (False, True)
+
+    ```
     """
     parts = name.split(".")
     if pattern == RESIDUAL:
@@ -120,8 +126,11 @@ def matches(pattern: str, name: str) -> bool:
 def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
     """`--layers 0,3,20-23` -> (0, 3, 20, 21, 22, 23): numbers and inclusive ranges, in order.
 
+    ```python
     >>> parse_layers("0,3,20-23", 24)
     (0, 3, 20, 21, 22, 23)
+
+    ```
     """
     layers: set[int] = set()
     for part in spec.split(","):
@@ -372,8 +381,11 @@ def show_token(token: int, pieces: Pieces) -> str:
 def fit(text: str, width: int) -> str:
     """`text` in exactly `width` terminal columns: cut with an ellipsis, or padded (CJK characters take 2).
 
+    ```python
     >>> fit("'hello world'", 8) + "|", fit("'巴黎'", 8) + "|"
     ("'hello …|", "'巴黎'  |")
+
+    ```
     """
     columns = [2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text]
     if sum(columns) > width:
@@ -491,11 +503,14 @@ def choose_interactively(position: Position, read_line: Callable[[], Optional[st
 
     One answer a line, so a file or a pipe can drive it; the end of input stops too.
 
+    ```python
     >>> top = [Candidate(7, 2.0, 0.7), Candidate(3, 1.0, 0.3)]
     >>> answers = iter(["", "2", "x", "q"])
     >>> [choose_interactively(Position([5], {}, top), lambda: next(answers), print) for _ in range(3)]
     answer Enter (candidate 1), a number 1..2, or q to stop; got 'x'
     [7, 3, None]
+
+    ```
     """
     while True:
         line = read_line()
