@@ -149,7 +149,9 @@ def attention(q: Vector, cache: KVCache, layer: int, n_heads: int) -> tuple[list
     """Grouped-query attention of one query position over every cached position.
 
     Query head j reads key/value head g = j // n_rep (7 query heads share one kv head):
+
         s_t = q_j . k_(g,t) / sqrt(head_dim)      a = softmax(s)      o_j[d] = sum_t a_t v_(g,t)[d]
+
     The cache holds exactly the positions up to this one, so the causal mask is implicit.
     Returns the heads' outputs concatenated [n_heads * head_dim] and each head's weights.
     """
