@@ -56,6 +56,9 @@ from transformers.models.qwen2 import modeling_qwen2
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from microqwen.trace import point_names  # noqa: E402  (stdlib only: importable here too)
+
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "models")
 GREEDY_TOKENS = 16
 
@@ -206,32 +209,13 @@ def check_loaded(model: Qwen2ForCausalLM, fixture: FixtureModel) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Trace points (reusable for any Qwen2ForCausalLM)
 
-LAYER_POINTS = [
-    "input_layernorm",
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.rope_q",
-    "self_attn.rope_k",
-    "self_attn.attn_weights",
-    "self_attn.o_proj",
-    "post_attention_layernorm",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-]
-"""Per-layer trace points in the order a token meets them; the layer's output `layers.{i}` comes last."""
-
 DERIVED_POINTS = ("self_attn.rope_q", "self_attn.rope_k", "self_attn.attn_weights")
 """Points that are not a module's output: computed in a hook on self_attn."""
 
 
 def trace_point_names(num_hidden_layers: int) -> list[str]:
-    """Every trace point, in forward order: embed_tokens, per layer LAYER_POINTS then layers.{i}, norm."""
-    names = ["embed_tokens"]
-    for i in range(num_hidden_layers):
-        names += [f"layers.{i}.{point}" for point in LAYER_POINTS] + [f"layers.{i}"]
-    return names + ["norm"]
+    """Every trace point, in forward order (microqwen's names), but `logits`, which is stored on its own."""
+    return point_names(num_hidden_layers)[:-1]
 
 
 def trace_shapes(config: Qwen2Config, length: int) -> dict[str, tuple[int, ...]]:

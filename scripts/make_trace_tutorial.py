@@ -43,61 +43,18 @@ WORKERS = ["--workers", "2"]
 
 
 def plant(fault: str) -> None:
-    """Replace one step of microqwen with a classic porting bug."""
+    """Replace one step of microqwen with a classic porting bug (tests/planted_bugs.py)."""
     from microqwen import model, safetensors
+    from tests import planted_bugs
 
     if fault == "interleaved-rope":
-        model.RotaryEmbedding.rotate = _interleaved_rope
+        model.RotaryEmbedding.rotate = planted_bugs.interleaved_rope  # type: ignore[method-assign]
     elif fault == "scores-times-sqrt-d":
-        model.attention = _attention_times_sqrt_d
+        model.attention = planted_bugs.attention_scores_times_sqrt_d
     elif fault == "offset-8":
-        safetensors.Checkpoint.data = _data_8_late
+        safetensors.Checkpoint.data = planted_bugs.embedding_read_8_bytes_late  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown fault {fault}")
-
-
-def _interleaved_rope(self: Any, x: Sequence[float], pos: int, n_heads: int) -> list[float]:
-    """RoPE on the pairs (2i, 2i + 1) of the original paper; Qwen pairs i with i + 32."""
-    cos, sin = self.tables(pos)
-    head_dim = 2 * self.half
-    out: list[float] = []
-    for h in range(n_heads):
-        head = x[h * head_dim : (h + 1) * head_dim]
-        for i in range(self.half):
-            a, b = head[2 * i], head[2 * i + 1]
-            out += [a * cos[i] - b * sin[i], b * cos[i] + a * sin[i]]
-    return out
-
-
-def _attention_times_sqrt_d(q: Sequence[float], cache: Any, layer: int, n_heads: int) -> Any:
-    """Attention with the scores multiplied by sqrt(head_dim) = 8, where they must be divided by it."""
-    from microqwen.kernels import dot
-    from microqwen.model import softmax
-
-    _, kv_heads, head_dim = cache.shape
-    n_rep = n_heads // kv_heads
-    out: list[float] = []
-    weights = []
-    for j in range(n_heads):
-        g = j // n_rep
-        q_j = q[j * head_dim : (j + 1) * head_dim]
-        a = softmax([dot(q_j, k) * math.sqrt(head_dim) for k in cache.keys[layer][g]])
-        out += [dot(a, column) for column in cache.values_t[layer][g]]
-        weights.append(a)
-    return out, weights
-
-
-def _data_8_late(self: Any, name: str) -> memoryview:
-    """The embedding read from 8 + N + begin + 8: the header-length field counted twice.
-
-    (Only the embedding: it is read through this method, the big matrices through `read_into`.)
-    """
-    view: memoryview = self._owner[name].data(name)
-    if name != "model.embed_tokens.weight":
-        return view
-    info = self.tensors[name]
-    view.release()
-    return memoryview(self._owner[name]._map)[info.begin + 8 : info.end + 8]
 
 
 def run_with_fault(fault: str, argv: list[str]) -> int:

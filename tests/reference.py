@@ -16,9 +16,10 @@ from __future__ import annotations
 import pathlib
 import sys
 from array import array
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 from microqwen.config import Config
+from microqwen.trace import point_names
 from microqwen.safetensors import SafetensorsFile
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "models"
@@ -30,23 +31,6 @@ Reference = Dict[str, Tuple[Tuple[int, ...], Values]]
 
 TYPECODES = {"F32": "f", "I64": "q"}
 """array typecodes of the dtypes a reference file uses (4-byte float, 8-byte signed int)."""
-
-LAYER_POINTS = [
-    "input_layernorm",
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.rope_q",
-    "self_attn.rope_k",
-    "self_attn.attn_weights",
-    "self_attn.o_proj",
-    "post_attention_layernorm",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-]
-"""Trace points inside layer i (named `layers.{i}.<point>`), in the order a token meets them."""
-
 
 def model_dirs() -> list[pathlib.Path]:
     """Every fixture model directory, by name."""
@@ -78,11 +62,19 @@ def _values(f: SafetensorsFile, name: str, dtype: str) -> Values:
 
 
 def trace_point_names(num_hidden_layers: int) -> list[str]:
-    """embed_tokens, then per layer its LAYER_POINTS and `layers.{i}` (the layer's output), then norm."""
-    names = ["embed_tokens"]
-    for i in range(num_hidden_layers):
-        names += [f"layers.{i}.{point}" for point in LAYER_POINTS] + [f"layers.{i}"]
-    return names + ["norm"]
+    """The trace points a reference file holds: microqwen's, but `logits` (stored [T, V] on its own)."""
+    return point_names(num_hidden_layers)[:-1]
+
+
+def argmax(values: Sequence[float]) -> int:
+    """The index of the largest value (the first one, on a tie)."""
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def max_difference(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """The largest absolute difference between two vectors of the same length."""
+    assert len(ours) == len(theirs)
+    return max(abs(a - b) for a, b in zip(ours, theirs))
 
 
 def trace_shapes(config: Config, length: int) -> dict[str, tuple[int, ...]]:

@@ -16,7 +16,6 @@ The inputs that once crashed a reader are in tests/fuzz_corpus/ (test_fuzz_corpu
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import tempfile

@@ -18,19 +18,12 @@ from microqwen.errors import ContextError, UsageError
 from microqwen.kernels import KERNELS
 from microqwen.model import Qwen2Model, RotaryEmbedding, load, rmsnorm, silu, softmax
 
-from .reference import GREEDY_TOKENS, load_reference, model_dirs, rows, token_ids, trace_point_names
+from .reference import (
+    GREEDY_TOKENS, argmax, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names,
+)  # fmt: skip
 
 TOLERANCE = 1e-3
 MODELS = model_dirs()
-
-
-def argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)
-
-
-def max_difference(ours: Sequence[float], theirs: Sequence[float]) -> float:
-    assert len(ours) == len(theirs)
-    return max(abs(a - b) for a, b in zip(ours, theirs))
 
 
 @pytest.fixture(scope="module", params=MODELS, ids=[m.name for m in MODELS])

@@ -22,8 +22,7 @@ from microqwen import cli
 from microqwen import model as model_module
 from microqwen.compare import compare_rows, read_reference
 from microqwen.errors import FormatError, UsageError
-from microqwen.kernels import dot
-from microqwen.model import KVCache, RotaryEmbedding, load
+from microqwen.model import RotaryEmbedding, load
 from microqwen.trace import (
     Recorder,
     Selection,
@@ -36,7 +35,8 @@ from microqwen.trace import (
     top_tokens,
 )
 
-from .reference import load_reference, model_dirs, rows, token_ids, trace_point_names
+from . import planted_bugs
+from .reference import argmax, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names
 from .tiny_model import write_tiny_chat_model
 
 TOLERANCE = 1e-3
@@ -62,15 +62,6 @@ def softmax(logits: Sequence[float]) -> list[float]:
     top = max(logits)
     exps = [math.exp(x - top) for x in logits]
     return [e / sum(exps) for e in exps]
-
-
-def argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)
-
-
-def max_difference(ours: Sequence[float], theirs: Sequence[float]) -> float:
-    assert len(ours) == len(theirs)
-    return max(abs(a - b) for a, b in zip(ours, theirs))
 
 
 @pytest.fixture(scope="module", params=MODELS, ids=[m.name for m in MODELS])
@@ -337,38 +328,11 @@ def test_compare_with_the_reference_is_all_ok(model: pathlib.Path) -> None:
     assert "0 differ" in result.stdout and "first difference" not in result.stdout
 
 
-def interleaved_rope(self: RotaryEmbedding, x: Sequence[float], pos: int, n_heads: int) -> list[float]:
-    """The original RoPE paper's pairs (2i, 2i + 1), the C project's bug: Qwen pairs i with i + half."""
-    cos, sin = self.tables(pos)
-    head_dim = 2 * self.half
-    out: list[float] = []
-    for h in range(n_heads):
-        head = x[h * head_dim : (h + 1) * head_dim]
-        for i in range(self.half):
-            a, b = head[2 * i], head[2 * i + 1]
-            out += [a * cos[i] - b * sin[i], b * cos[i] + a * sin[i]]
-    return out
-
-
-def attention_scaled_up(q: Sequence[float], cache: KVCache, layer: int, n_heads: int) -> Any:
-    """Attention with the scores multiplied by sqrt(head_dim) instead of divided by it."""
-    _, kv_heads, head_dim = cache.shape
-    n_rep = n_heads // kv_heads
-    out: list[float] = []
-    weights = []
-    for j in range(n_heads):
-        q_j = q[j * head_dim : (j + 1) * head_dim]
-        a = model_module.softmax([dot(q_j, k) * math.sqrt(head_dim) for k in cache.keys[layer][j // n_rep]])
-        out += [dot(a, column) for column in cache.values_t[layer][j // n_rep]]
-        weights.append(a)
-    return out, weights
-
-
 @pytest.mark.parametrize(
     "owner, attribute, fault, first",
     [
-        (RotaryEmbedding, "rotate", interleaved_rope, "layers.0.self_attn.rope_q"),
-        (model_module, "attention", attention_scaled_up, "layers.0.self_attn.attn_weights"),
+        (RotaryEmbedding, "rotate", planted_bugs.interleaved_rope, "layers.0.self_attn.rope_q"),
+        (model_module, "attention", planted_bugs.attention_scores_times_sqrt_d, "layers.0.self_attn.attn_weights"),
     ],
     ids=["interleaved-rope", "scores-times-sqrt-d"],
 )

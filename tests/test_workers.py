@@ -11,7 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any
 
 import pytest
 
