@@ -185,6 +185,12 @@ class LayerNorms:
     post_attention_layernorm: list[float]  # [896]
 
 
+def _emit(tracer: Tracer, pos: int, points: dict[str, Vector]) -> None:
+    """Hand each named vector at position `pos` to the tracer."""
+    for name, values in points.items():
+        tracer(name, pos, values, (len(values),))
+
+
 def _floats(checkpoint: Checkpoint, name: str) -> list[float]:
     view = checkpoint.data(name)
     values = bf16.to_floats(view).tolist()
@@ -294,50 +300,52 @@ class Qwen2Model:
         return h
 
     def _decoder_layer(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
-        """One Qwen2DecoderLayer for a block of tokens: attention block, then MLP block."""
+        """One Qwen2DecoderLayer for a block of tokens: h += attention(norm(h)), then h += mlp(norm(h))."""
+        hs = self._attention_block(i, hs, pos, tracer)
+        return self._mlp_block(i, hs, pos, tracer)
+
+    def _attention_block(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
+        """h + o_proj(attention(rope(q), rope(k), v)), token after token, the KV cache growing by one each."""
         c, w, name = self.config, self.layers[i], f"layers.{i}"
-        # --- self-attention block
         xs = [rmsnorm(h, w.input_layernorm, c.rms_norm_eps) for h in hs]  # T x [896]
         qkvs = self.linear(f"{name}.self_attn.qkv_proj", xs)  # T x [896 + 128 + 128]
-        attn_outs = []
-        for t, qkv in enumerate(qkvs):
+        heads_out = []
+        for t, (x, qkv) in enumerate(zip(xs, qkvs)):
             q = add(qkv[: c.q_size], w.q_bias)  # [896]: 14 heads x 64
             k = add(qkv[c.q_size : c.q_size + c.kv_size], w.k_bias)  # [128]: 2 heads x 64
             v = add(qkv[c.q_size + c.kv_size :], w.v_bias)  # [128]
             rope_q = self.rope.rotate(q, pos + t, c.num_attention_heads)
             rope_k = self.rope.rotate(k, pos + t, c.num_key_value_heads)
-            self.cache.append(i, rope_k, v)
-            out, weights = attention(rope_q, self.cache, i, c.num_attention_heads)  # [896]
-            attn_outs.append(out)
+            self.cache.append(i, rope_k, v)  # position pos + t
+            out, weights = attention(rope_q, self.cache, i, c.num_attention_heads)  # [896]: 14 heads x 64
+            heads_out.append(out)
             if tracer:
-                self._trace_attention(tracer, name, pos + t, xs[t], q, k, v, rope_q, rope_k, weights)
-        os_ = self.linear(f"{name}.self_attn.o_proj", attn_outs)  # T x [896]
-        hs = [add(h, o) for h, o in zip(hs, os_)]  # residual
-        # --- MLP block (SwiGLU)
+                _emit(tracer, pos + t, {f"{name}.input_layernorm": x, f"{name}.self_attn.q_proj": q,
+                                        f"{name}.self_attn.k_proj": k, f"{name}.self_attn.v_proj": v,
+                                        f"{name}.self_attn.rope_q": rope_q, f"{name}.self_attn.rope_k": rope_k})  # fmt: skip
+                tracer(f"{name}.self_attn.attn_weights", pos + t, [a for head in weights for a in head],
+                       (len(weights), pos + t + 1))  # fmt: skip
+        o_projs = self.linear(f"{name}.self_attn.o_proj", heads_out)  # T x [896]
+        if tracer:
+            for t, o in enumerate(o_projs):
+                _emit(tracer, pos + t, {f"{name}.self_attn.o_proj": o})
+        return [add(h, o) for h, o in zip(hs, o_projs)]  # the residual connection
+
+    def _mlp_block(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
+        """h + down_proj(silu(gate_proj(x)) * up_proj(x)), with x = post_attention_layernorm(h)."""
+        c, w, name = self.config, self.layers[i], f"layers.{i}"
         xs = [rmsnorm(h, w.post_attention_layernorm, c.rms_norm_eps) for h in hs]  # T x [896]
         gate_ups = self.linear(f"{name}.mlp.gate_up_proj", xs)  # T x [4864 + 4864]
-        acts = [[silu(g) * u for g, u in zip(gu[: c.intermediate_size], gu[c.intermediate_size :])] for gu in gate_ups]
+        gates = [gu[: c.intermediate_size] for gu in gate_ups]  # T x [4864]
+        ups = [gu[c.intermediate_size :] for gu in gate_ups]  # T x [4864]
+        acts = [[silu(g) * u for g, u in zip(gate, up)] for gate, up in zip(gates, ups)]  # T x [4864]
         downs = self.linear(f"{name}.mlp.down_proj", acts)  # T x [4864] -> T x [896]
-        hs = [add(h, d) for h, d in zip(hs, downs)]  # residual
+        hs = [add(h, d) for h, d in zip(hs, downs)]  # the residual connection
         if tracer:
             for t in range(len(hs)):
-                for point, values in ((f"{name}.self_attn.o_proj", os_[t]), (f"{name}.post_attention_layernorm", xs[t]),
-                                      (f"{name}.mlp.gate_proj", gate_ups[t][: c.intermediate_size]),
-                                      (f"{name}.mlp.up_proj", gate_ups[t][c.intermediate_size :]),
-                                      (f"{name}.mlp.down_proj", downs[t]), (name, hs[t])):  # fmt: skip
-                    tracer(point, pos + t, values, (len(values),))
+                _emit(tracer, pos + t, {f"{name}.post_attention_layernorm": xs[t], f"{name}.mlp.gate_proj": gates[t],
+                                        f"{name}.mlp.up_proj": ups[t], f"{name}.mlp.down_proj": downs[t], name: hs[t]})  # fmt: skip
         return hs
-
-    def _trace_attention(
-        self, tracer: Tracer, name: str, pos: int, x: Vector, q: Vector, k: Vector, v: Vector,
-        rope_q: Vector, rope_k: Vector, weights: list[list[float]],
-    ) -> None:  # fmt: skip
-        for point, values in ((f"{name}.input_layernorm", x), (f"{name}.self_attn.q_proj", q),
-                              (f"{name}.self_attn.k_proj", k), (f"{name}.self_attn.v_proj", v),
-                              (f"{name}.self_attn.rope_q", rope_q), (f"{name}.self_attn.rope_k", rope_k)):  # fmt: skip
-            tracer(point, pos, values, (len(values),))
-        flat = [a for head in weights for a in head]
-        tracer(f"{name}.self_attn.attn_weights", pos, flat, (len(weights), pos + 1))
 
     def _logits(self, h: Vector, pos: int, tracer: Tracer | None) -> list[float]:
         """Final RMSNorm, then the output head: [896] -> [151936]."""
