@@ -19,9 +19,9 @@ from . import __version__, inspect_model
 from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
-from .workers import default_workers
 from .sampling import SamplingParams, read_eos_token_ids
 from .tokenizer import Tokenizer
+from .workers import default_workers
 
 if TYPE_CHECKING:
     from .generate import Conversation
@@ -45,7 +45,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.prompt_tokens < 1 or args.decode_tokens < 1 or args.workers < 0:
         raise UsageError(f"--prompt-tokens and --decode-tokens must be 1 or more, --workers 0 or more; got "
                          f"{args.prompt_tokens}, {args.decode_tokens}, {args.workers}")  # fmt: skip
-    figures = bench.measure(args.model, args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
+    figures = bench.measure(_resolve(args.model), args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
                             progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
     print(bench.report(figures))
     if args.json:
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=cmd_inspect)
 
     bench = commands.add_parser("bench", help="measure kernel rate, load, prefill and decode speed, memory")
-    bench.add_argument("--model", required=True, metavar="DIR", help="a model directory")
+    bench.add_argument("-m", "--model", required=True, metavar="ID_OR_DIR", help="a model directory or a Hub id")
     bench.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes besides the main one (default: CPUs - 1)")
     bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
