@@ -191,11 +191,15 @@ def _emit(tracer: Tracer, pos: int, points: dict[str, Vector]) -> None:
         tracer(name, pos, values, (len(values),))
 
 
-def _floats(checkpoint: Checkpoint, name: str) -> list[float]:
-    view = checkpoint.data(name)
-    values = bf16.to_floats(view).tolist()
-    view.release()
-    return values
+def _read_floats(checkpoint: Checkpoint, name: str, first: int = 0, count: int | None = None) -> list[float]:
+    """Elements first..first+count-1 (default: all) of a bfloat16 tensor, read from the file, as floats.
+
+    Read with read(2) into an array, not through a view of the mmap: a view caught in the traceback of
+    an interrupted step would keep the file from closing.
+    """
+    bits = array("H")
+    checkpoint.read_into(name, bits, first, checkpoint.tensors[name].numel if count is None else count)
+    return [bf16.TABLE[b] for b in bits]
 
 
 PREFILL_BLOCK = 16
@@ -212,17 +216,17 @@ class Qwen2Model:
         self.max_context = max_context
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.cache = KVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim)
-        self.norm = _floats(checkpoint, "model.norm.weight")
+        self.norm = _read_floats(checkpoint, "model.norm.weight")
         self.layers = [self._layer_norms(i) for i in range(config.num_hidden_layers)]
 
     def _layer_norms(self, i: int) -> LayerNorms:
         prefix = f"model.layers.{i}"
         return LayerNorms(
-            _floats(self.checkpoint, f"{prefix}.input_layernorm.weight"),
-            _floats(self.checkpoint, f"{prefix}.self_attn.q_proj.bias"),
-            _floats(self.checkpoint, f"{prefix}.self_attn.k_proj.bias"),
-            _floats(self.checkpoint, f"{prefix}.self_attn.v_proj.bias"),
-            _floats(self.checkpoint, f"{prefix}.post_attention_layernorm.weight"),
+            _read_floats(self.checkpoint, f"{prefix}.input_layernorm.weight"),
+            _read_floats(self.checkpoint, f"{prefix}.self_attn.q_proj.bias"),
+            _read_floats(self.checkpoint, f"{prefix}.self_attn.k_proj.bias"),
+            _read_floats(self.checkpoint, f"{prefix}.self_attn.v_proj.bias"),
+            _read_floats(self.checkpoint, f"{prefix}.post_attention_layernorm.weight"),
         )
 
     @property
@@ -291,10 +295,8 @@ class Qwen2Model:
         """Row `token` of embed_tokens [151936, 896], read from the file: [896]."""
         if not 0 <= token < self.config.vocab_size:
             raise UsageError(f"token id {token} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        row_bytes = 2 * self.config.hidden_size
-        view = self.checkpoint.data("model.embed_tokens.weight")
-        h = bf16.to_floats(view[token * row_bytes : (token + 1) * row_bytes]).tolist()
-        view.release()
+        hidden = self.config.hidden_size
+        h = _read_floats(self.checkpoint, "model.embed_tokens.weight", token * hidden, hidden)
         if tracer:
             tracer("embed_tokens", pos, h, (len(h),))
         return h

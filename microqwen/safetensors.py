@@ -119,8 +119,11 @@ class SafetensorsFile:
         out.fromfile(self._file, count)
 
     def close(self) -> None:
-        """Unmap and close the file (views from `data` must be released first)."""
-        self._map.close()
+        """Close the file, and unmap it unless a view from `data` is still alive (then the map goes with it)."""
+        try:
+            self._map.close()
+        except BufferError:
+            pass
         self._file.close()
 
     def __enter__(self) -> SafetensorsFile:

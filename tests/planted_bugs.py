@@ -10,7 +10,7 @@ import math
 from typing import Any, Sequence
 
 from microqwen.kernels import dot
-from microqwen.model import KVCache, RotaryEmbedding, softmax
+from microqwen.model import KVCache, RotaryEmbedding, _read_floats, softmax
 from microqwen.safetensors import Checkpoint
 
 
@@ -42,14 +42,15 @@ def attention_scores_times_sqrt_d(q: Sequence[float], cache: KVCache, layer: int
     return out, weights
 
 
-def embedding_read_8_bytes_late(self: Checkpoint, name: str) -> memoryview:
-    """The embedding read from 8 + N + begin + 8: the header-length field counted twice.
+def embedding_read_8_bytes_late(checkpoint: Checkpoint, name: str, first: int = 0, count: int | None = None) -> list[float]:
+    """The embedding row read from 8 + N + begin + 8: the header-length field counted twice.
 
-    (Only the embedding: it is read through this method, the big matrices through `read_into`.)
+    8 bytes are 4 bfloat16 values, so every row starts 4 values late. (A drop-in for
+    `microqwen.model._read_floats`, which reads the norms too; only the embedding gets the bug.)
     """
-    view: memoryview = self._owner[name].data(name)
-    if name != "model.embed_tokens.weight":
-        return view
-    info = self.tensors[name]
-    view.release()
-    return memoryview(self._owner[name]._map)[info.begin + 8 : info.end + 8]
+    late = 4 if name == "model.embed_tokens.weight" else 0
+    return READ_FLOATS(checkpoint, name, first + late, count)
+
+
+READ_FLOATS = _read_floats
+"""The correct function, which the planted bug calls."""

@@ -333,8 +333,9 @@ def test_compare_with_the_reference_is_all_ok(model: pathlib.Path) -> None:
     [
         (RotaryEmbedding, "rotate", planted_bugs.interleaved_rope, "layers.0.self_attn.rope_q"),
         (model_module, "attention", planted_bugs.attention_scores_times_sqrt_d, "layers.0.self_attn.attn_weights"),
+        (model_module, "_read_floats", planted_bugs.embedding_read_8_bytes_late, "embed_tokens"),
     ],
-    ids=["interleaved-rope", "scores-times-sqrt-d"],
+    ids=["interleaved-rope", "scores-times-sqrt-d", "offset-8"],
 )
 @pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
 def test_compare_names_the_first_broken_operation(
