@@ -72,9 +72,8 @@ def data_flow() -> None:
     svg.box(230, 50, 170, 50, "config.json\n(jsonparse, config)")
     svg.box(460, 50, 190, 50, "model.safetensors\n(safetensors, bf16)")
     svg.box(710, 50, 170, 50, "weights: main process\nand workers")
-    svg.line(170, 75, 228, 75, arrow=True)
-    svg.line(400, 75, 458, 75, arrow=True)
-    svg.line(650, 75, 708, 75, arrow=True)
+    for x1, x2 in ((170, 228), (400, 458), (650, 708)):
+        svg.line(x1, 75, x2, 75, arrow=True)
     # prompt -> ids
     svg.box(20, 150, 150, 50, "prompt text")
     svg.box(230, 150, 170, 50, "chat template\n(chat)")

@@ -192,6 +192,14 @@ def write_small(directory: pathlib.Path, merges: object = None, pattern: str | N
     return directory
 
 
+def write_vocab_merges(directory: pathlib.Path, merges_txt: str, vocab: dict[str, int] = SMALL_VOCAB) -> pathlib.Path:
+    """The older layout: vocab.json and merges.txt (text as given), no tokenizer.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "merges.txt").write_text(merges_txt, encoding="utf-8")
+    return directory
+
+
 @pytest.mark.parametrize("name", list(qwen_vocab.SMALL_TOKENIZERS))
 def test_small_vocabularies_merge_as_hugging_face_does(tmp_path: pathlib.Path, name: str) -> None:
     """Merges listed out of order, and two merges that make the same token, as Hugging Face orders them."""
@@ -208,8 +216,7 @@ def test_invalid_json_names_file_line_and_column(tmp_path: pathlib.Path) -> None
 
 
 def test_a_merge_naming_an_unknown_token_names_the_line_of_merges_txt(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "vocab.json").write_text(json.dumps(SMALL_VOCAB), encoding="utf-8")
-    (tmp_path / "merges.txt").write_text("h e\nl l\n\nhe ll\nhell zzz\n", encoding="utf-8")
+    write_vocab_merges(tmp_path, "h e\nl l\n\nhe ll\nhell zzz\n")
     with pytest.raises(FormatError, match="merges.txt line 5: merge 'hell' 'zzz' names 'zzz', which is not in the vocabulary"):
         Tokenizer.from_dir(str(tmp_path))
 
@@ -226,21 +233,14 @@ def test_a_merge_naming_an_unknown_token_in_tokenizer_json(tmp_path: pathlib.Pat
 def test_merges_as_pairs_or_with_a_version_header_mean_the_same(tmp_path: pathlib.Path) -> None:
     strings = Tokenizer.from_dir(str(write_small(tmp_path / "strings")))
     pairs = Tokenizer.from_dir(str(write_small(tmp_path / "pairs", merges=[m.split(" ") for m in SMALL_MERGES])))
-    versioned = tmp_path / "versioned"
-    versioned.mkdir()
-    (versioned / "vocab.json").write_text(json.dumps(SMALL_VOCAB), encoding="utf-8")
-    (versioned / "merges.txt").write_text("#version: 0.2\r\n" + "\r\n".join(SMALL_MERGES), encoding="utf-8")
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    (plain / "vocab.json").write_text(json.dumps(SMALL_VOCAB), encoding="utf-8")
-    (plain / "merges.txt").write_text("\n".join(SMALL_MERGES) + "\n", encoding="utf-8")
+    versioned = write_vocab_merges(tmp_path / "versioned", "#version: 0.2\r\n" + "\r\n".join(SMALL_MERGES))
+    plain = write_vocab_merges(tmp_path / "plain", "\n".join(SMALL_MERGES) + "\n")
     for tokenizer in [pairs, Tokenizer.from_dir(str(versioned)), Tokenizer.from_dir(str(plain))]:
         assert tokenizer.bpe_ranks == strings.bpe_ranks == {tuple(m.split(" ")): i for i, m in enumerate(SMALL_MERGES)}
 
 
 def test_a_first_line_that_is_a_merge_is_not_skipped(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "vocab.json").write_text(json.dumps(dict(SMALL_VOCAB, **{"##": 261})), encoding="utf-8")
-    (tmp_path / "merges.txt").write_text("# #\nh e\n", encoding="utf-8")
+    write_vocab_merges(tmp_path, "# #\nh e\n", dict(SMALL_VOCAB, **{"##": 261}))
     assert Tokenizer.from_dir(str(tmp_path)).bpe_ranks == {("#", "#"): 0, ("h", "e"): 1}
 
 
@@ -252,8 +252,7 @@ def test_a_malformed_merge_in_tokenizer_json(tmp_path: pathlib.Path, merge: obje
 
 
 def test_a_bad_merges_line_is_named(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "vocab.json").write_text(json.dumps(SMALL_VOCAB), encoding="utf-8")
-    (tmp_path / "merges.txt").write_text("Ġ w\nh e\nt h e\n", encoding="utf-8")
+    write_vocab_merges(tmp_path, "Ġ w\nh e\nt h e\n")
     with pytest.raises(FormatError, match="merges.txt line 3: expected two tokens separated by one space, got 't h e'"):
         Tokenizer.from_dir(str(tmp_path))
 
