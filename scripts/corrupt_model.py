@@ -2,7 +2,8 @@
 
     python scripts/corrupt_model.py GOOD_DIR OUT_DIR [--random-flips 20 --seed 1]
 
-For a model directory that loads (config.json, model.safetensors, tokenizer files), writes
+For a model directory that loads (config.json, generation_config.json, model.safetensors, vocab.json,
+merges.txt, tokenizer_config.json, and tokenizer.json if you like: as the Hub has them), writes
 OUT_DIR/<variant>/ for each fault below, and OUT_DIR/variants.json listing, per variant, the
 commands that must refuse it (`inspect` reads only the weights and config.json; `generate` and
 `chat` also read the tokenizer and generation_config.json) and a regular expression the one-line
@@ -203,6 +204,18 @@ def remove(name: str) -> Callable[[str], None]:
     return lambda directory: os.remove(os.path.join(directory, name))
 
 
+def without_tokenizer_json(make: Callable[[str], None]) -> Callable[[str], None]:
+    """A fault in vocab.json or merges.txt: tokenizer.json, read first when present, is removed too."""
+
+    def fault(directory: str) -> None:
+        tokenizer_json = os.path.join(directory, "tokenizer.json")
+        if os.path.exists(tokenizer_json):
+            os.remove(tokenizer_json)
+        make(directory)
+
+    return fault
+
+
 def pickle_only(directory: str) -> None:
     os.remove(os.path.join(directory, WEIGHTS))
     with open(os.path.join(directory, "pytorch_model.bin"), "wb") as f:
@@ -264,9 +277,9 @@ def variants(good: str) -> List[Variant]:
         Variant("config-wrong-type", edit_json("config.json", set_key("num_attention_heads", "4")), ALL,
                 r"config\.json: num_attention_heads must be a positive integer, got '4'"),
         Variant("config-missing", remove("config.json"), RUNNERS, r"config\.json: cannot read: No such file"),
-        Variant("tokenizer-missing", remove("vocab.json"), RUNNERS, r"no tokenizer\.json, and no vocab\.json \+ merges\.txt"),
-        Variant("vocab-not-json", write_text("vocab.json", '{"a": 0'), RUNNERS, r"vocab\.json: line 1 column 8"),
-        Variant("merges-bad-line", write_text("merges.txt", "a b c\n"), RUNNERS, r"merges\.txt line 1: expected two tokens"),
+        Variant("tokenizer-missing", without_tokenizer_json(remove("vocab.json")), RUNNERS, r"no tokenizer\.json, and no vocab\.json \+ merges\.txt"),
+        Variant("vocab-not-json", without_tokenizer_json(write_text("vocab.json", '{"a": 0')), RUNNERS, r"vocab\.json: line 1 column 8"),
+        Variant("merges-bad-line", without_tokenizer_json(write_text("merges.txt", "a b c\n")), RUNNERS, r"merges\.txt line 1: expected two tokens"),
         Variant("tokenizer-config-not-json", write_text("tokenizer_config.json", "[1, 2"), RUNNERS, r"tokenizer_config\.json: line 1 column 6"),
         Variant("generation-config-out-of-range", edit_json("generation_config.json", set_key("top_p", 7)), RUNNERS,
                 r"generation_config\.json: top_p \(--top-p\) must be a finite number in \(0, 1\]"),
@@ -289,8 +302,20 @@ def random_flips(good: str, count: int, seed: int) -> List[Variant]:
     return [Variant(f"random-flip-{position}-bit{bit.bit_length() - 1}", flip(position, bit), (), None) for position, bit in chosen]
 
 
+NEEDED = ("config.json", "generation_config.json", WEIGHTS, "vocab.json", "merges.txt", "tokenizer_config.json")
+"""The files of the good directory that the variants break (a Hub model directory has them all)."""
+
+
+def check_good(good: str) -> None:
+    """Refuse a good directory that lacks a file some variant breaks."""
+    missing = [name for name in NEEDED if not os.path.isfile(os.path.join(good, name))]
+    if missing:
+        raise SystemExit(f"{good}: needs {', '.join(NEEDED)}; missing {', '.join(missing)}")
+
+
 def write_variants(good: str, out: str, flips: int = 0, seed: int = 1) -> List[Variant]:
     """Write every variant under `out` and `out`/variants.json; return them."""
+    check_good(good)
     made = variants(good) + random_flips(good, flips, seed)
     os.makedirs(out, exist_ok=True)
     for variant in made:
