@@ -78,10 +78,9 @@ class SafetensorsFile:
     """One .safetensors file, header checked, tensors readable through mmap.
 
     ```python
-    >>> with SafetensorsFile("model.safetensors") as f:          # doctest: +SKIP
-    ...     info = f.tensors["model.norm.weight"]
-    ...     raw = f.data("model.norm.weight")                     # 1792 bytes, no copy
-
+    with SafetensorsFile("model.safetensors") as f:
+        info = f.tensors["model.norm.weight"]     # TensorInfo: dtype "BF16", shape (896,), begin, end
+        raw = f.data("model.norm.weight")          # a memoryview of those 1792 bytes, no copy
     ```
     """
 

@@ -8,7 +8,8 @@ loads them with `tokenizers.Tokenizer` and transformers' `AutoTokenizer`, and wr
 
 - `hard_strings.json`: 300+ hard strings, each with HF's ids (special tokens split out, and
   special tokens encoded as text, i.e. `encode_special_tokens = True`) and the raw pre-tokens of the
-  Split pre-tokenizer alone; plus strings HF refuses (lone surrogates), as lists of code points.
+  Split pre-tokenizer alone; plus strings HF refuses (lone surrogates), as lists of code points;
+  and the versions that made the fixtures (`made_with`).
 - `corpus.json.gz`: a mixed multilingual corpus of 1 MB+ (the documents and where each comes from)
   with HF's ids for each document.
 - `unicode.json`: how HF's pre-tokenizer classifies every code point (letter L, number N,
@@ -32,8 +33,9 @@ keycaps, white-space torture (runs of spaces, tabs, CR LF, form feeds, Unicode s
 special tokens, and NFD copies of French and Vietnamese text. The empty string is a document.
 
 It also checks the published encodings of SPEC.md (sections 5 and 6), and, when the real model
-directory /tmp/realmodel/qwen2.5-coder-0.5b-instruct exists, that the rebuilt merges.txt is
-byte-identical to it.
+directory /tmp/realmodel/qwen2.5-coder-0.5b-instruct exists (its tokenizer files come from a GGUF copy
+of the model, an independent source), that the rebuilt merges.txt is byte-identical to its merges.txt
+and vocab.json the same mapping; it stops otherwise.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ def hard_strings() -> list[str]:
         "<|vision_start|><|image_pad|><|vision_end|>", "<|repo_name|>r\n<|file_sep|>a.py\n", "<|endoftext|>\n\n",
         "<|endoftext|", "|<|endoftext|>|", "<|fim_pad|><|fim_pad|>", "<|object_ref_start|>x<|object_ref_end|>",
         "<|quad_start|><|quad_end|><|video_pad|><|vision_pad|>",
+        # the examples of the tokenizer docs page and the CLI tests
+        "Hello world 中", "Hi<|im_end|> It's cafe\u0301 42", "<|im_start|>user", "Family: 👨\u200d👩\u200d👧",
     ]  # fmt: skip
     for ws in WHITE_SPACE + NOT_WHITE_SPACE:
         strings += [f"a{ws}b", f"a{ws}{ws}b", f"{ws}a", f"a{ws}", f"a {ws}\nb", f"!{ws}!"]
@@ -159,7 +163,14 @@ def record_hard_strings(hf: Tokenizer, split: pre_tokenizers.Split) -> dict[str,
             refused.append({"code_points": [ord(c) for c in text], "hf_error": f"{type(e).__name__}: {e}"})
         else:
             raise SystemExit(f"HF accepted {text!r}: update the fixtures' expectations")
-    return {"cases": cases, "refused": refused}
+    return {"cases": cases, "refused": refused, "made_with": made_with()}
+
+
+def made_with() -> dict[str, str]:
+    import tokenizers
+    import transformers
+
+    return {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__, "python": sys.version.split()[0]}
 
 
 # ---------------------------------------------------------------- corpus
@@ -485,11 +496,11 @@ def check_real_model(directory: pathlib.Path) -> None:
     if not (REAL_MODEL / "merges.txt").exists():
         print(f"{REAL_MODEL} not found: merges.txt not compared")
         return
-    for name in ["merges.txt", "vocab.json"]:
-        same = (directory / name).read_bytes() == (REAL_MODEL / name).read_bytes()
-        print(f"{name}: rebuilt file is {'byte-identical to' if same else 'DIFFERENT from'} {REAL_MODEL / name}")
-    same = json.loads((directory / "vocab.json").read_text()) == json.loads((REAL_MODEL / "vocab.json").read_text())
-    print(f"vocab.json: {'same' if same else 'DIFFERENT'} token -> id mapping as {REAL_MODEL / 'vocab.json'}")
+    if (directory / "merges.txt").read_bytes() != (REAL_MODEL / "merges.txt").read_bytes():
+        raise SystemExit(f"the rebuilt merges.txt differs from {REAL_MODEL / 'merges.txt'}")
+    if json.loads((directory / "vocab.json").read_text()) != json.loads((REAL_MODEL / "vocab.json").read_text()):
+        raise SystemExit(f"the rebuilt vocab.json maps tokens to other ids than {REAL_MODEL / 'vocab.json'}")
+    print(f"merges.txt byte-identical to, vocab.json the same mapping as, {REAL_MODEL}")
 
 
 def write_json(path: pathlib.Path, value: object, compress: bool = False) -> None:

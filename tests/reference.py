@@ -66,6 +66,11 @@ def trace_point_names(num_hidden_layers: int) -> list[str]:
     return point_names(num_hidden_layers)[:-1]
 
 
+def layer_count(ref: Reference) -> int:
+    """How many decoder layers the reference recorded (each has one attn_weights tensor)."""
+    return sum(name.endswith(".self_attn.attn_weights") for name in ref)
+
+
 def argmax(values: Sequence[float]) -> int:
     """The index of the largest value (the first one, on a tie)."""
     return max(range(len(values)), key=values.__getitem__)

@@ -27,12 +27,13 @@ def test_ids_with_their_pieces(qwen_dir: pathlib.Path) -> None:
     result = run("tokenize", "--model", str(qwen_dir), "Hello world 中")
     assert result.returncode == 0, result.stderr
     rows = [line.split(maxsplit=2) for line in result.stdout.decode().splitlines()]
-    assert rows == [["9707", "Hello", "'Hello'"], ["1879", "Ġworld", "' world'"], ["72858", "Ġä¸Ń", "' 中'"]]
+    assert [int(row[0]) for row in rows] == tokenizer_fixtures.hard_string("Hello world 中")["ids"]
+    assert [row[1:] for row in rows] == [["Hello", "'Hello'"], ["Ġworld", "' world'"], ["Ġä¸Ń", "' 中'"]]
     assert result.stderr.decode() == "3 tokens, 13 characters\n"
 
 
 def test_json_and_stdin_keep_crlf(qwen_dir: pathlib.Path) -> None:
-    text = next(case for case in tokenizer_fixtures.hard_strings() if case["text"] == "line1\r\nline2")
+    text = tokenizer_fixtures.hard_string("line1\r\nline2")
     result = run("tokenize", "--json", "--model", str(qwen_dir), "-", stdin=text["text"].encode())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == text["ids"]
@@ -40,7 +41,7 @@ def test_json_and_stdin_keep_crlf(qwen_dir: pathlib.Path) -> None:
 
 def test_a_piece_of_a_character_is_shown_as_bytes(qwen_dir: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     family = "👨\u200d👩\u200d👧\u200d👦"  # the joiner U+200D (E2 80 8D) is cut between two tokens
-    case = next(case for case in tokenizer_fixtures.hard_strings() if case["text"] == family)
+    case = tokenizer_fixtures.hard_string(family)
     assert main(["tokenize", "--model", str(qwen_dir), family]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [int(line.split()[0]) for line in lines] == case["ids"]
@@ -56,7 +57,7 @@ def test_show_merges(qwen_dir: pathlib.Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_no_special_reads_special_tokens_as_text(qwen_dir: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
-    case = next(case for case in tokenizer_fixtures.hard_strings() if case["text"] == "<|im_end|>\n")
+    case = tokenizer_fixtures.hard_string("<|im_end|>\n")
     assert main(["tokenize", "--json", "--no-special", "--model", str(qwen_dir), case["text"]]) == 0
     assert json.loads(capsys.readouterr().out) == case["ids_special_as_text"]
 
@@ -89,3 +90,15 @@ def test_the_docs_examples_are_real_output(qwen_dir: pathlib.Path, capsys: pytes
         args = [str(qwen_dir) if arg == "DIR" else arg for arg in shlex.split(command)[1:]]
         assert main(args) == 0
         assert capsys.readouterr().out == output, command
+        case = tokenizer_fixtures.hard_string(args[-1])
+        assert shown_ids(args, output) == case["ids_special_as_text" if "--no-special" in args else "ids"], command
+
+
+def shown_ids(args: list[str], output: str) -> list[int]:
+    """The ids an example's output shows: a JSON list, the `ids [...]` line of --show-merges, or a table."""
+    if "--json" in args:
+        ids: list[int] = json.loads(output)
+        return ids
+    if "--show-merges" in args:
+        return json.loads(output.splitlines()[-1].removeprefix("ids "))
+    return [int(line.split()[0]) for line in output.splitlines()]

@@ -87,9 +87,9 @@ def test_prompt_from_stdin_echo_and_stop_string(chat_model: pathlib.Path) -> Non
     echoed = run(*base, "--echo", stdin="Hello")
     assert echoed.stdout == "Hello" + full.stdout
     stop = continuation[5:8]
-    if stop and stop.strip():
-        stopped = run(*base, "--stop", stop, stdin="Hello")
-        assert stopped.stdout == continuation[: continuation.index(stop)] + "\n"
+    assert len(stop) == 3 and stop.strip(), continuation  # the seeded tiny model's text has one to stop at
+    stopped = run(*base, "--stop", stop, stdin="Hello")
+    assert stopped.stdout == continuation[: continuation.index(stop)] + "\n"
 
 
 def test_chat_reads_a_message_a_line(chat_model: pathlib.Path) -> None:

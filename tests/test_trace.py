@@ -36,7 +36,9 @@ from microqwen.trace import (
 )
 
 from . import planted_bugs
-from .reference import argmax, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names
+from .reference import (
+    argmax, layer_count, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names,
+)
 from .tiny_model import write_tiny_chat_model
 
 TOLERANCE = 1e-3
@@ -83,8 +85,7 @@ def test_every_point_in_the_json_export_equals_the_reference(exported: tuple[Ref
     ref, trace = exported
     ids = token_ids(ref)
     assert [t["id"] for t in trace["tokens"]] == ids and len(trace["positions"]) == len(ids)
-    layers = (len(trace["positions"][0]["points"]) - 3) // 13
-    names = trace_point_names(layers) + ["logits"]
+    names = trace_point_names(layer_count(ref)) + ["logits"]
     for pos, position in enumerate(trace["positions"]):
         assert position["pos"] == pos and position["token"] == ids[pos]
         assert list(position["points"]) == names  # forward order
@@ -98,7 +99,9 @@ def test_every_point_in_the_json_export_equals_the_reference(exported: tuple[Ref
 def test_the_json_export_has_top_attention_and_lens_per_position(exported: tuple[Ref, dict[str, Any]]) -> None:
     ref, trace = exported
     logits = rows(*ref["logits"])
+    layers = [f"layers.{i}" for i in range(layer_count(ref))]
     for pos, position in enumerate(trace["positions"]):
+        assert list(position["attn"]) == layers
         probabilities = softmax(logits[pos])
         ranked = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:5]
         assert [c["id"] for c in position["top"]] == ranked
@@ -109,7 +112,7 @@ def test_the_json_export_has_top_attention_and_lens_per_position(exported: tuple
             flat = [w for head in heads for w in head]
             assert max_difference(flat, reference_values(ref, f"{layer}.self_attn.attn_weights", pos)) < TOLERANCE
         lens = position["logit_lens"]
-        assert [row["point"] for row in lens] == ["embed_tokens"] + list(position["attn"])
+        assert [row["point"] for row in lens] == ["embed_tokens"] + layers
         assert lens[-1]["id"] == argmax(logits[pos]) and lens[-1]["final_rank"] == 1
 
 
@@ -322,7 +325,7 @@ def test_compare_with_the_reference_is_all_ok(model: pathlib.Path) -> None:
     result = run("-m", str(model), "--compare", str(model / "reference.safetensors"), "--workers", "0")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = compare_lines(result.stdout)
-    layers = (len(lines) - 3) // 13
+    layers = layer_count(load_reference(model / "reference.safetensors"))
     assert [line.split()[1] for line in lines] == trace_point_names(layers) + ["logits"]
     assert all(line.startswith("[OK]") for line in lines)
     assert "0 differ" in result.stdout and "first difference" not in result.stdout

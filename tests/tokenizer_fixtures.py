@@ -23,6 +23,11 @@ def hard_strings() -> list[dict[str, Any]]:
     return cases
 
 
+def hard_string(text: str) -> dict[str, Any]:
+    """The recorded case of one hard string: its `ids`, `ids_special_as_text` and `pre_tokens`."""
+    return next(case for case in hard_strings() if case["text"] == text)
+
+
 def corpus_documents() -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = load("corpus.json.gz")["documents"]
     return documents
