@@ -120,7 +120,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                               tokenizer, args.stop, timings, _show_progress):  # fmt: skip
             if not args.print_ids:
                 _write(token.text)
-            elif token.id >= 0:
+            elif token.id is not None:
                 print(token.id, flush=True)
     if not args.print_ids:
         _write("\n")

@@ -31,9 +31,13 @@ from .tokenizer import StreamDecoder, Tokenizer
 
 @dataclass(frozen=True)
 class Token:
-    """One generated token: its id, and the text it releases (may be '' while text is held back)."""
+    """One generated token: its id, and the text it releases (may be '' while text is held back).
 
-    id: int
+    The last item of a stream may have id None: the text still held back when generation ended
+    (the end of a character or of a possible stop string), released without a new token.
+    """
+
+    id: int | None
     text: str
 
 
@@ -120,12 +124,15 @@ def generate(
     stop: Collection[str] = (),
     timings: Timings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cached_ids: Sequence[int] = (),
 ) -> Iterator[Token]:
     """Continue `prompt_ids` after the tokens already in the model's KV cache; yield each new token.
 
     The prompt ids are appended to what the cache holds (call `model.reset()` first for a fresh
-    sequence). Text is decoded with `tokenizer` if given (else every `Token.text` is ''). The
-    last generated token is not run through the model: nothing would read its logits.
+    sequence); `cached_ids` are the ids the cache holds, which the repetition penalty counts as
+    part of the text, as the reference does with the whole input. Text is decoded with `tokenizer`
+    if given (else every `Token.text` is ''). The last generated token is not run through the
+    model: nothing would read its logits.
     """
     if max_new_tokens < 0:
         raise UsageError(f"the number of new tokens (-n) must be 0 or more, got {max_new_tokens}")
@@ -134,7 +141,7 @@ def generate(
             f"the prompt is {len(prompt_ids)} tokens and the context holds {model.max_context - model.pos} more"
         )
     timings = timings or Timings()
-    history = list(prompt_ids)
+    history = list(cached_ids) + list(prompt_ids)
     decoder = StreamDecoder(tokenizer) if tokenizer else None
     stops = StopStrings(stop)
     start = time.perf_counter()
@@ -159,7 +166,7 @@ def generate(
     if decoder:
         tail = stops.feed(decoder.flush()) + stops.flush()
         if tail:
-            yield Token(-1, tail)
+            yield Token(None, tail)
 
 
 def _piece(decoder: StreamDecoder, token: int) -> str:
@@ -212,12 +219,12 @@ class Conversation:
         answer: list[Token] = []
         try:
             for token in generate(self.model, ids[keep:], self.sampler, self.max_new_tokens, self.eos_token_ids,
-                                  self.tokenizer, timings=self.timings, progress=progress):  # fmt: skip
+                                  self.tokenizer, timings=self.timings, progress=progress, cached_ids=ids[:keep]):  # fmt: skip
                 answer.append(token)
                 yield token
         finally:
             self.messages.append({"role": "assistant", "content": "".join(t.text for t in answer)})
-            fed = ids + [t.id for t in answer if t.id >= 0]  # the cache holds a prefix of these
+            fed = ids + [t.id for t in answer if t.id is not None]  # the cache holds a prefix of these
             self.cached = fed[: self.model.pos]  # pos counts the last layer, the least complete one
             self.model.truncate(len(self.cached))
 

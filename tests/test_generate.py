@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+from typing import Sequence
 
 import pytest
 
@@ -144,3 +145,28 @@ def test_conversation_reuses_the_cache_and_survives_an_interrupted_answer(chat_m
         fresh = Conversation(model, tokenizer, GREEDY, eos_token_ids={258}, max_new_tokens=6)
         fresh.messages = list(chat.messages[:-2])
         assert "".join(t.text for t in fresh.ask("Again")) == third  # same answer as from scratch
+
+
+class RecordingSampler(Sampler):
+    """Greedy, and keeps the ids the repetition penalty was given at each step."""
+
+    def __init__(self) -> None:
+        super().__init__(SamplingParams(temperature=0.0, repetition_penalty=1.1))
+        self.seen: list[list[int]] = []
+
+    def sample(self, logits: Sequence[float], previous_ids: Sequence[int] = ()) -> int:
+        self.seen.append(list(previous_ids))
+        return super().sample(logits, previous_ids)
+
+
+def test_the_penalty_counts_the_whole_conversation_also_the_cached_part(chat_model: pathlib.Path) -> None:
+    """As in the reference, whose input ids are the whole rendered conversation at every turn."""
+    tokenizer = Tokenizer.from_dir(str(chat_model))
+    sampler = RecordingSampler()
+    with load(str(chat_model)) as model:
+        chat = Conversation(model, tokenizer, sampler, eos_token_ids={258}, max_new_tokens=3)
+        list(chat.ask("Hello"))
+        sampler.seen.clear()
+        list(chat.ask("More"))
+        rendered = tokenizer.encode(tokenizer.apply_chat_template(chat.messages[:-1]))
+        assert len(chat.cached) > 0 and sampler.seen[0] == rendered
