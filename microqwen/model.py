@@ -35,7 +35,7 @@ from typing import Callable, Sequence, Tuple
 from . import bf16
 from .config import Config, check_tensors
 from .errors import ContextError, UsageError
-from .kernels import Vector, dot, dots
+from .kernels import KERNELS, Vector, dot, dots
 from .linear import LinearBackend, LocalLinear, linear_jobs
 from .safetensors import Checkpoint, open_checkpoint
 
@@ -125,8 +125,12 @@ class KVCache:
         self.values_t = [[[[] for _ in range(head_dim)] for _ in range(kv_heads)] for _ in range(n_layers)]
 
     def __len__(self) -> int:
-        """The number of positions held (the same in every layer once a token is through)."""
-        return len(self.keys[-1][0])
+        """The number of positions complete in every layer.
+
+        Counted on the list `append` writes last (the last value column of the last layer's last
+        head), so that a step interrupted halfway through an `append` does not count.
+        """
+        return len(self.values_t[-1][-1][-1])
 
     def truncate(self, length: int) -> None:
         """Keep only positions 0..length-1 in every layer (e.g. after an interrupted step)."""
@@ -214,6 +218,7 @@ class Qwen2Model:
         self.checkpoint = checkpoint  # kept open: embedding rows are read from it on demand
         self.linear = linear
         self.max_context = max_context
+        self.closed = False
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.cache = KVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim)
         self.norm = _read_floats(checkpoint, "model.norm.weight")
@@ -244,8 +249,11 @@ class Qwen2Model:
 
     def close(self) -> None:
         """Release the weights (and stop the workers, if any)."""
-        self.linear.close()
-        self.checkpoint.close()
+        self.closed = True
+        try:
+            self.linear.close()
+        finally:
+            self.checkpoint.close()
 
     def __enter__(self) -> Qwen2Model:
         return self
@@ -255,6 +263,7 @@ class Qwen2Model:
 
     def forward(self, token: int, pos: int, tracer: Tracer | None = None) -> list[float]:
         """Logits [vocab] for the token after `token` at position `pos` (the cache holds 0..pos-1)."""
+        self._check_input([token], pos)
         h = self._hidden_states([token], pos, tracer)[-1]
         return self._logits(h, pos, tracer)
 
@@ -267,7 +276,7 @@ class Qwen2Model:
         """
         if not ids:
             raise UsageError("prefill needs at least one token")
-        self._check_positions(self.pos, len(ids))
+        self._check_input(ids, self.pos)  # all of them before the first block goes into the cache
         for start in range(0, len(ids), PREFILL_BLOCK):
             hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, tracer)
             if progress:
@@ -276,13 +285,19 @@ class Qwen2Model:
 
     def _hidden_states(self, tokens: Sequence[int], pos: int, tracer: Tracer | None) -> list[list[float]]:
         """The residual stream after the last layer for tokens at positions pos, pos+1, ..."""
-        self._check_positions(pos, len(tokens))
         hs = [self._embed(token, pos + t, tracer) for t, token in enumerate(tokens)]  # T x [896]
         for i in range(self.config.num_hidden_layers):
             hs = self._decoder_layer(i, hs, pos, tracer)
         return hs
 
-    def _check_positions(self, pos: int, count: int) -> None:
+    def _check_input(self, tokens: Sequence[int], pos: int) -> None:
+        """Tokens at positions pos, pos+1, ...: in the vocabulary, following the cache, within the context."""
+        if self.closed:
+            raise UsageError("the model is closed")
+        bad = [token for token in tokens if not 0 <= token < self.config.vocab_size]
+        if bad:
+            raise UsageError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        count = len(tokens)
         if pos != self.pos:
             raise UsageError(f"position {pos} does not follow the cache, which holds {self.pos} positions")
         if pos + count > self.max_context:
@@ -293,8 +308,6 @@ class Qwen2Model:
 
     def _embed(self, token: int, pos: int, tracer: Tracer | None) -> list[float]:
         """Row `token` of embed_tokens [151936, 896], read from the file: [896]."""
-        if not 0 <= token < self.config.vocab_size:
-            raise UsageError(f"token id {token} is outside the vocabulary (0..{self.config.vocab_size - 1})")
         hidden = self.config.hidden_size
         h = _read_floats(self.checkpoint, "model.embed_tokens.weight", token * hidden, hidden)
         if tracer:
@@ -369,15 +382,17 @@ def load(path: str, workers: int = 0, kernel: str | None = None, max_context: in
     """
     if workers < 0:
         raise UsageError(f"workers must be 0 or more, got {workers}")
+    if kernel is not None and kernel not in KERNELS:
+        raise UsageError(f"unknown kernel {kernel!r}: the kernels are {', '.join(KERNELS)}")
     config = Config.from_file(os.path.join(path, "config.json"))
     limit = config.max_position_embeddings
     if max_context is not None and not 0 < max_context <= limit:
         raise UsageError(f"max_context must be in 1..{limit} (max_position_embeddings), got {max_context}")
     checkpoint = open_checkpoint(path)
+    linear: LinearBackend | None = None
     try:
         check_tensors(config, checkpoint.tensors, path)
         jobs = linear_jobs(config)
-        linear: LinearBackend
         if workers:
             from .workers import WorkerPool
 
@@ -386,5 +401,7 @@ def load(path: str, workers: int = 0, kernel: str | None = None, max_context: in
             linear = LocalLinear(checkpoint, jobs, kernel)
         return Qwen2Model(config, checkpoint, linear, max_context or limit)
     except BaseException:
+        if linear is not None:  # the workers started, then the model failed (or Ctrl-C)
+            linear.close()
         checkpoint.close()
         raise

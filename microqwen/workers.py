@@ -135,6 +135,8 @@ class WorkerPool:
 
     def __call__(self, job: str, xs: Sequence[Vector]) -> list[list[float]]:
         """[W x for x in xs] for the job's W, its rows computed by all processes together."""
+        if self.closed:
+            raise WorkerError("the worker pool is closed")
         index, spec = self.jobs[job]
         ys: list[list[float]] = []
         for start in range(0, len(xs), MAX_TOKENS):

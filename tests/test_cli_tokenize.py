@@ -97,8 +97,10 @@ def test_the_docs_examples_are_real_output(qwen_dir: pathlib.Path, capsys: pytes
 def shown_ids(args: list[str], output: str) -> list[int]:
     """The ids an example's output shows: a JSON list, the `ids [...]` line of --show-merges, or a table."""
     if "--json" in args:
-        ids: list[int] = json.loads(output)
-        return ids
-    if "--show-merges" in args:
-        return json.loads(output.splitlines()[-1].removeprefix("ids "))
-    return [int(line.split()[0]) for line in output.splitlines()]
+        listed = output
+    elif "--show-merges" in args:
+        listed = output.splitlines()[-1].removeprefix("ids ")
+    else:
+        return [int(line.split()[0]) for line in output.splitlines()]
+    ids: list[int] = json.loads(listed)
+    return ids

@@ -16,7 +16,7 @@ import pytest
 
 from microqwen.errors import ContextError, UsageError
 from microqwen.kernels import KERNELS
-from microqwen.model import Qwen2Model, RotaryEmbedding, load, rmsnorm, silu, softmax
+from microqwen.model import KVCache, Qwen2Model, RotaryEmbedding, load, rmsnorm, silu, softmax
 
 from .reference import (
     GREEDY_TOKENS, argmax, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names,
@@ -126,9 +126,28 @@ def test_bad_arguments_are_clear_errors() -> None:
             model.forward(1, 3)
         with pytest.raises(UsageError, match="prefill needs at least one token"):
             model.prefill([])
+        with pytest.raises(UsageError, match=f"token id {vocab} is outside the vocabulary"):
+            model.prefill([1] * 20 + [vocab])  # the bad id is in the second block: refused before the first
+        assert model.pos == 0
         limit = model.config.max_position_embeddings
+    with pytest.raises(UsageError, match="the model is closed"):
+        model.forward(1, 0)
     with pytest.raises(UsageError, match=f"max_context must be in 1..{limit} \\(max_position_embeddings\\), got 100000"):
         load(str(MODELS[0]), max_context=100_000)
+    with pytest.raises(UsageError, match="unknown kernel 'fast': the kernels are naive, rows, unrolled"):
+        load(str(MODELS[0]), kernel="fast")
+
+
+def test_a_position_counts_once_every_layer_holds_it() -> None:
+    cache = KVCache(n_layers=2, kv_heads=2, head_dim=2)
+    for layer in range(2):
+        cache.append(layer, [1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])
+    cache.keys[1][0].append([1.0, 2.0])  # a step interrupted halfway through the last layer's append
+    cache.values_t[1][0][0].append(5.0)
+    assert len(cache) == 1
+    cache.truncate(len(cache))
+    assert [len(keys) for layer in cache.keys for keys in layer] == [1] * 4
+    assert [len(column) for layer in cache.values_t for head in layer for column in head] == [1] * 8
 
 
 def test_rmsnorm_formula() -> None:

@@ -102,6 +102,22 @@ def test_an_exception_in_the_with_block_cleans_up(tiny: pathlib.Path) -> None:
     assert_nothing_left(pids, names)
 
 
+def test_a_failure_after_the_workers_started_stops_them(tiny: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[WorkerPool, list[int], list[str]]] = []
+
+    def fail(self: Qwen2Model, config: object, checkpoint: object, pool: WorkerPool, max_context: int) -> None:
+        started.append((pool, [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]))
+        raise KeyboardInterrupt  # Ctrl-C while the model reads its norms
+
+    monkeypatch.setattr(Qwen2Model, "__init__", fail)
+    with pytest.raises(KeyboardInterrupt):
+        load(str(tiny), workers=2)
+    pool, pids, names = started[0]
+    assert_nothing_left(pids, names)
+    with pytest.raises(WorkerError, match="the worker pool is closed"):
+        pool("layers.0.self_attn.o_proj", [[0.0] * 16])
+
+
 def test_a_killed_worker_is_an_error_not_a_hang(tiny: pathlib.Path) -> None:
     model = load(str(tiny), workers=2)
     pool = pool_of(model)
