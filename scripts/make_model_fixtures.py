@@ -13,8 +13,9 @@ For each model in MODELS this writes `tests/fixtures/models/<name>/`:
     reference.safetensors
         input_ids I64 [T], logits F32 [T, V] (one batched causal pass), every trace point F32 for every
         position (names are the Hugging Face module paths without `model.`, see `trace_point_names`),
-        greedy_ids I64 [16] and greedy_logits F32 [16, V] (generate with the KV cache), and a
-        __metadata__ of versions, seeds, scales and the statistics below.
+        greedy_ids I64 [16] and greedy_logits F32 [16, V] (generate with the KV cache),
+        rotary_emb.inv_freq F32 [head_dim / 2] (RoPE's frequencies, as the reference computes them), and
+        a __metadata__ of versions, seeds, scales and the statistics below.
 
 How the reference is computed: random float32 weights are rounded to bfloat16 and saved; the saved
 directory is then LOADED back with `from_pretrained(dir, dtype=torch.float32, attn_implementation="eager")`
@@ -482,7 +483,8 @@ def make_fixture(fixture: FixtureModel, out_dir: str) -> dict[str, float]:
     assert max(checks.values()) < 1e-4, checks
     bugs = bug_sensitivity(model, input_ids, logits)
 
-    tensors = {"input_ids": input_ids, "logits": logits, "greedy_ids": greedy_ids, "greedy_logits": greedy_logits}
+    tensors = {"input_ids": input_ids, "logits": logits, "greedy_ids": greedy_ids, "greedy_logits": greedy_logits,
+               "rotary_emb.inv_freq": model.model.rotary_emb.inv_freq}  # fmt: skip
     tensors.update(trace)
     for name, shape in trace_shapes(model.config, fixture.prompt_length).items():
         assert tuple(tensors[name].shape) == shape, (name, tuple(tensors[name].shape), shape)

@@ -4,7 +4,7 @@ Each fixture directory is a small random Qwen2 model in the real layout (config.
 model.safetensors in bfloat16) and `reference.safetensors`: what transformers computed for it
 (scripts/make_model_fixtures.py, see tests/fixtures/models/README.md). The reference holds
 
-    input_ids [T] I64, logits [T, V], greedy_ids [16] I64, greedy_logits [16, V]
+    input_ids [T] I64, logits [T, V], greedy_ids [16] I64, greedy_logits [16, V], rotary_emb.inv_freq [head_dim / 2]
     and every trace point (`trace_point_names`), F32, with the shapes of `trace_shapes`.
 
 >>> ref = load_reference(model_dirs()[0] / "reference.safetensors")   # doctest: +SKIP

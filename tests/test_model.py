@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pytest
 
+from microqwen.config import Config
 from microqwen.errors import ContextError, UsageError
 from microqwen.kernels import KERNELS
 from microqwen.model import KVCache, Qwen2Model, RotaryEmbedding, load, rmsnorm, silu, softmax
@@ -170,6 +171,14 @@ def test_rope_rotates_dimension_i_with_i_plus_half() -> None:
     out = rope.rotate(x, pos=1, n_heads=1)
     assert out == pytest.approx([math.cos(1.0), 0.0, math.sin(1.0), 0.0], abs=1e-7)
     assert rope.rotate(x, pos=0, n_heads=1) == x
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
+def test_rope_frequencies_are_the_references_bit_for_bit(path: pathlib.Path) -> None:
+    """One float32 step in inv_freq is a thousandth of a radian at position 30,000: no tolerance here."""
+    config = Config.from_file(str(path / "config.json"))
+    _, expected = load_reference(path / "reference.safetensors")["rotary_emb.inv_freq"]
+    assert RotaryEmbedding(config.head_dim, config.rope_theta).inv_freq == list(expected)
 
 
 def test_model_is_a_context_manager_and_resets() -> None:
