@@ -37,7 +37,6 @@ A worked example of one point's comparison (positions 0 and 1, two values each):
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, Sequence, Tuple
@@ -75,11 +74,7 @@ def read_reference(path: str) -> tuple[list[int], Reference]:
 
 def _read(f: SafetensorsFile, name: str, typecode: str) -> array[Any]:
     values = array(typecode)
-    view = f.data(name)
-    values.frombytes(view)
-    view.release()
-    if sys.byteorder == "big":  # safetensors data is little-endian
-        values.byteswap()
+    f.read_into(name, values, 0, f.tensors[name].numel)
     return values
 
 

@@ -18,7 +18,10 @@ Nothing here trusts the file: `SafetensorsFile` checks every entry before any te
 used (the size, the JSON, each dtype, shape and offset range, and that the tensors tile
 the data buffer with no hole, no overlap and no trailing byte), and each `FormatError`
 names the file, the tensor and the byte offsets at fault. Tensor bytes are then
-served without copying, as memoryviews into a read-only `mmap` of the file.
+served two ways: `data` gives a memoryview into a read-only `mmap` of the file (no
+copy), and `read_into` reads a range of elements into an array with read(2). The model
+loads its weights with `read_into`: each process reads just its share of the rows, and
+no view into the map is left for an interrupted step's traceback to hold.
 
 A model too large for one file is sharded: `model.safetensors.index.json` maps each
 tensor name to one of several files, and `open_checkpoint` reads them as one.
