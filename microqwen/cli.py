@@ -19,7 +19,7 @@ from . import __version__, inspect_model
 from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
-from .sampling import SamplingParams, read_eos_token_ids
+from .sampling import FLAGS, SamplingParams, read_eos_token_ids
 from .tokenizer import Tokenizer
 from .workers import default_workers
 
@@ -105,7 +105,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     params = _check_sampling_flags(args)
     model_dir = _resolve(args.model)
     config = Config.from_file(os.path.join(model_dir, "config.json"))
-    tokenizer = None if args.ids and args.print_ids else Tokenizer.from_dir(model_dir)
+    needs_text = args.ids is None or not args.print_ids or args.stop  # ids in, ids out: no tokenizer needed
+    tokenizer = Tokenizer.from_dir(model_dir) if needs_text else None
     prompt_ids = _prompt_ids(args, tokenizer)
     max_context = args.max_context or config.max_position_embeddings
     if len(prompt_ids) >= max_context:
@@ -114,7 +115,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     timings = Timings()
     with load(model_dir, workers=args.workers, kernel=args.kernel, max_context=max_context) as model:
         timings.load_seconds = time.perf_counter() - timings.started
-        if args.echo and tokenizer is not None:
+        if args.echo and args.print_ids:
+            print("\n".join(map(str, prompt_ids)), flush=True)
+        elif args.echo and tokenizer is not None:
             _write(tokenizer.decode(prompt_ids))
         for token in generate(model, prompt_ids, Sampler(sampling), args.n_predict, _eos_token_ids(model_dir, config),
                               tokenizer, args.stop, timings, _show_progress):  # fmt: skip
@@ -278,8 +281,8 @@ def _resolve(model: str | None) -> str:
     return resolve_model(model)
 
 
-SAMPLING_FLAGS = {"temperature": "temp", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-                  "repetition_penalty": "repeat_penalty", "seed": "seed"}  # fmt: skip
+SAMPLING_FLAGS = {field: flag.lstrip("-").replace("-", "_") for field, flag in FLAGS.items()}
+"""Each sampling field's argparse destination: "--repeat-penalty" sets args.repeat_penalty."""
 
 
 def _check_sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -312,12 +315,14 @@ def _eos_token_ids(model_dir: str, config: Config) -> tuple[int, ...]:
 def _prompt_ids(args: argparse.Namespace, tokenizer: Tokenizer | None) -> list[int]:
     """-p TEXT, -p - (stdin) or --ids 1,2,3; with --chat, wrapped in the chat template."""
     if args.ids is not None:
-        if args.prompt is not None or args.chat:
-            raise UsageError("--ids gives the prompt as token ids: it goes without -p and --chat")
+        if args.prompt is not None or args.chat or args.system is not None:
+            raise UsageError("--ids gives the prompt as token ids: it goes without -p, --chat and --system")
         try:
             ids = [int(part) for part in args.ids.split(",") if part.strip()]
         except ValueError:
             raise UsageError(f"--ids must be comma-separated token ids, got {args.ids!r}") from None
+        if not ids:
+            raise UsageError("--ids is empty: give the prompt's token ids, e.g. --ids 9707,1879")
         return ids
     if args.prompt is None:
         raise UsageError("give a prompt: -p TEXT, -p - to read it from stdin, or --ids 1,2,3")

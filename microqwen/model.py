@@ -182,8 +182,8 @@ def add(a: Vector, b: Vector) -> list[float]:
 
 
 @dataclass
-class LayerNorms:
-    """The small per-layer tensors, kept as float lists in the main process."""
+class LayerVectors:
+    """One layer's vectors, which the main process applies itself: the norm weights and q/k/v biases."""
 
     input_layernorm: list[float]  # [896]
     q_bias: list[float]  # [896]
@@ -225,11 +225,11 @@ class Qwen2Model:
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.cache = KVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim)
         self.norm = _read_floats(checkpoint, "model.norm.weight")
-        self.layers = [self._layer_norms(i) for i in range(config.num_hidden_layers)]
+        self.layers = [self._layer_vectors(i) for i in range(config.num_hidden_layers)]
 
-    def _layer_norms(self, i: int) -> LayerNorms:
+    def _layer_vectors(self, i: int) -> LayerVectors:
         prefix = f"model.layers.{i}"
-        return LayerNorms(
+        return LayerVectors(
             _read_floats(self.checkpoint, f"{prefix}.input_layernorm.weight"),
             _read_floats(self.checkpoint, f"{prefix}.self_attn.q_proj.bias"),
             _read_floats(self.checkpoint, f"{prefix}.self_attn.k_proj.bias"),
@@ -270,21 +270,20 @@ class Qwen2Model:
         h = self._hidden_states([token], pos, tracer)[-1]
         return self._logits(h, pos, tracer)
 
-    def prefill(
-        self, ids: Sequence[int], tracer: Tracer | None = None, progress: Callable[[int, int], None] | None = None
-    ) -> list[float]:
+    def prefill(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> list[float]:
         """Run a prompt through the cache, PREFILL_BLOCK tokens at a time; logits of the last one only.
 
         `progress(done, total)` is called after each block with the number of tokens done so far.
+        (To trace a prompt, run it through `forward` token by token: every position then has logits.)
         """
         if not ids:
             raise UsageError("prefill needs at least one token")
         self._check_input(ids, self.pos)  # all of them before the first block goes into the cache
         for start in range(0, len(ids), PREFILL_BLOCK):
-            hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, tracer)
+            hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, None)
             if progress:
                 progress(min(start + PREFILL_BLOCK, len(ids)), len(ids))
-        return self._logits(hs[-1], self.pos - 1, tracer)
+        return self._logits(hs[-1], self.pos - 1, None)
 
     def _hidden_states(self, tokens: Sequence[int], pos: int, tracer: Tracer | None) -> list[list[float]]:
         """The residual stream after the last layer for tokens at positions pos, pos+1, ..."""

@@ -68,6 +68,28 @@ def test_bad_flags_fail_before_any_work(flags: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ids", ""], "--ids is empty"),
+        (["--ids", "1,2", "--system", "Be brief."], "it goes without -p, --chat and --system"),
+        (["--ids", "1,2", "--stop", "x"], "no tokenizer.json"),  # a stop string is text: it needs the tokenizer
+    ],
+)
+def test_ids_in_ids_out_misuses(flags: list[str], message: str) -> None:
+    model = str(model_dirs()[0])  # no tokenizer files: --ids and --print-ids do not need one
+    result = run("generate", "-m", model, "--print-ids", "--workers", "0", *flags)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_echo_with_print_ids_prints_the_prompt_ids_first() -> None:
+    model = str(model_dirs()[0])
+    result = run("generate", "-m", model, "--ids", "5,6,7", "--print-ids", "--echo", "-n", "2", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:3] == ["5", "6", "7"] and len(result.stdout.split()) == 5
+
+
 def test_a_missing_model_is_one_line() -> None:
     result = run("generate", "-m", "/nonexistent/model", "-p", "hi")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "/nonexistent/model" in result.stderr

@@ -267,7 +267,7 @@ def test_a_text_prompt_and_the_chat_template_show_token_text(tmp_path: pathlib.P
         (["--step", "--compare", "x.safetensors"], "--compare traces the reference's prompt only"),
         (["--tolerance", "nan"], "--tolerance must be a number >= 0, got nan"),
         (["--json", "/nonexistent-dir/t.json"], "--json /nonexistent-dir/t.json: there is no directory /nonexistent-dir"),
-        (["--ids", ","], "the prompt is empty"),
+        (["--ids", ","], "--ids is empty"),
         (["--step", "-p", "-"], "--step reads its answers from stdin"),
     ],
 )
