@@ -217,9 +217,10 @@ class Conversation:
         keep = _common_prefix(self.cached, ids[:-1])  # at least one token must run, for its logits
         self.model.truncate(keep)
         answer: list[Token] = []
+        stream = generate(self.model, ids[keep:], self.sampler, self.max_new_tokens, self.eos_token_ids,
+                          self.tokenizer, timings=self.timings, progress=progress, cached_ids=ids[:keep])  # fmt: skip
         try:
-            for token in generate(self.model, ids[keep:], self.sampler, self.max_new_tokens, self.eos_token_ids,
-                                  self.tokenizer, timings=self.timings, progress=progress, cached_ids=ids[:keep]):  # fmt: skip
+            for token in stream:
                 answer.append(token)
                 yield token
         finally:
