@@ -198,7 +198,8 @@ class Cli:
     def poll(self, timeout: float = 0.01) -> None:
         """Read what is there, and note the workers and shared memory seen so far."""
         assert self.process.stdout is not None
-        readable, _, _ = select.select([self.master, self.process.stdout], [], [], timeout)
+        streams: list[Any] = [self.master, self.process.stdout]
+        readable, _, _ = select.select(streams, [], [], timeout)
         for stream in readable:
             if stream == self.master:
                 try:
@@ -350,7 +351,7 @@ def test_the_disk_fills_up_mid_file_and_the_download_resumes(hub: FakeHub, big_w
     """The free-space check is fooled (another program filled the disk meanwhile); the write fails for real."""
     monkeypatch.setenv("HF_HOME", str(small_disk))
     usage = type("usage", (), {"free": 10**12})
-    monkeypatch.setattr(hub_module.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage)
     with pytest.raises(DownloadError, match=r"disk full writing .*model.safetensors needs [0-9,]+ bytes, [0-9,]+ .* still to go; "
                                             r"free that much and run again to resume"):  # fmt: skip
         resolve_model(REPO, progress=False)

@@ -61,10 +61,9 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def no_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No network, and a bench that times its kernel for 10 ms instead of 2 s."""
-    from microqwen import bench
+    from microqwen.workers import kernel_rate
 
-    timed = bench.kernel_rate
-    monkeypatch.setattr(bench, "kernel_rate", lambda matrix, seconds: timed(matrix, 0.01))
+    monkeypatch.setattr("microqwen.bench.kernel_rate", lambda matrix, seconds: kernel_rate(matrix, 0.01))
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
@@ -220,7 +219,7 @@ def test_a_path_that_is_not_utf8_is_printed_escaped(tmp_path: pathlib.Path, plac
     """inspect prints the file's path; printing a lone surrogate crashed under a strict UTF-8 stdout."""
     target = tmp_path / os.fsdecode(b"weights-\xff.safetensors")
     target.write_bytes(pathlib.Path(places["weights"]).read_bytes())
-    result = run_cli(["inspect", str(target)], **ENCODINGS[encoding])
+    result = run_cli(["inspect", str(target)], b"", **ENCODINGS[encoding])
     check_outcome(["inspect", str(target)], result.returncode, result.stderr.decode("utf-8", "replace"))
     assert result.returncode == 0 and b"weights-\\xff.safetensors: 18,872 bytes" in result.stdout
 

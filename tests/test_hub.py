@@ -517,7 +517,7 @@ def test_a_full_disk_says_how_much_space_is_needed(hub: FakeHub, home: pathlib.P
 def test_too_little_free_space_is_refused_before_the_download(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     size = len(hub.repos[REPO]["model.safetensors"])
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(hub_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2000, 2000))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(10**9, 10**9 - 2000, 2000))
     with pytest.raises(DownloadError, match=f"model.safetensors needs {size:,} bytes .* but only 2,000 are free"):
         resolve_model(REPO, progress=False)
     assert hub.paths("GET", "/cdn/") == []

@@ -57,7 +57,7 @@ def reference_values(ref: Ref, name: str, pos: int) -> list[float]:
     if name.endswith("attn_weights"):  # [heads, T, T]: row pos of each head, up to pos
         heads, length = shape[0], shape[1]
         return [values[(h * length + pos) * length + t] for h in range(heads) for t in range(pos + 1)]
-    return rows(shape, values)[pos]
+    return [float(v) for v in rows(shape, values)[pos]]
 
 
 def softmax(logits: Sequence[float]) -> list[float]:
