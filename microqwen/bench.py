@@ -25,13 +25,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from .errors import ContextError
 from .kernels import best_kernel
-from .linear import LocalLinear, linear_jobs
-from .model import Qwen2Model, load
+from .linear import LocalEngine
+from .model import Qwen2ForCausalLM, check_context, load
 from .workers import WorkerPool, kernel_rate
-
-KERNEL_JOB = "lm_head"
 
 
 def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32, decode_tokens: int = 32,
@@ -41,9 +38,7 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
     start = time.perf_counter()
     with load(path, workers=workers, kernel=kernel) as model:
         load_seconds = time.perf_counter() - start
-        if prompt_tokens + decode_tokens > model.max_context:
-            raise ContextError(f"{prompt_tokens} prompt + {decode_tokens} decoded tokens go past the context of "
-                               f"{model.max_context} tokens of {path}")  # fmt: skip
+        check_context(0, prompt_tokens + decode_tokens, model.max_context)  # the prompt, then the decoded tokens
         say(f"loaded in {load_seconds:.1f} s; timing the kernel")
         rates = _kernel_rates(model, kernel_seconds)
         vocab = model.config.vocab_size
@@ -60,7 +55,7 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
             logits = model.forward(token, model.pos)
             step_seconds.append(time.perf_counter() - start)
         memory = _peak_memory(model)
-    macs_per_token = sum(job.multiply_adds for job in linear_jobs(model.config))
+    macs_per_token = sum(job.multiply_adds for job in model.engine.jobs)
     decode_rate = decode_tokens / sum(step_seconds)
     kernel_mean = statistics.mean(rates)
     return {
@@ -84,18 +79,20 @@ def measure(path: str, workers: int, kernel: str | None, prompt_tokens: int = 32
     }
 
 
-def _kernel_rates(model: Qwen2Model, seconds: float) -> list[float]:
-    if isinstance(model.linear, WorkerPool):
-        return model.linear.kernel_rates(KERNEL_JOB, seconds)
-    assert isinstance(model.linear, LocalLinear)
-    return [kernel_rate(model.linear.matrices[KERNEL_JOB], seconds)]
+def _kernel_rates(model: Qwen2ForCausalLM, seconds: float) -> list[float]:
+    """The kernel's rate on its share of the output head, in every computing process at once."""
+    head = model.lm_head.job
+    if isinstance(model.engine, WorkerPool):
+        return model.engine.kernel_rates(head, seconds)
+    assert isinstance(model.engine, LocalEngine)
+    return [kernel_rate(model.engine.matrices[head.name], seconds)]
 
 
-def _peak_memory(model: Qwen2Model) -> int:
+def _peak_memory(model: Qwen2ForCausalLM) -> int:
     """Sum of the peak resident set size (VmHWM) of this process and its workers, in bytes."""
     pids = [os.getpid()]
-    if isinstance(model.linear, WorkerPool):
-        pids += [process.pid for process in model.linear.processes]
+    if isinstance(model.engine, WorkerPool):
+        pids += [worker.pid for worker in model.engine.workers]
     total = 0
     for pid in pids:
         try:

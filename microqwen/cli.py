@@ -9,6 +9,7 @@ timings to stderr, so `microqwen ... > out.txt` captures only results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -19,12 +20,13 @@ from . import __version__, inspect_model
 from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
-from .sampling import FLAGS, SamplingParams, read_eos_token_ids
+from .sampling import FLAGS, Sampler, SamplingParams
 from .tokenizer import Tokenizer
 from .workers import default_workers
 
 if TYPE_CHECKING:
-    from .generate import Conversation
+    from .generation import Conversation
+    from .model import Qwen2ForCausalLM
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -98,29 +100,25 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """`microqwen generate -p TEXT`: continue a prompt, streaming text to stdout, timings to stderr."""
-    from .generate import Timings, generate
-    from .model import load
-    from .sampling import Sampler
+    from .generation import Timings, generate
+    from .model import check_context, load
 
-    params = _check_sampling_flags(args)
+    given = _check_sampling_flags(args)
     model_dir = _resolve(args.model)
     config = Config.from_file(os.path.join(model_dir, "config.json"))
     needs_text = args.ids is None or not args.print_ids or args.stop  # ids in, ids out: no tokenizer needed
     tokenizer = Tokenizer.from_dir(model_dir) if needs_text else None
     prompt_ids = _prompt_ids(args, tokenizer)
-    max_context = args.max_context or config.max_position_embeddings
-    if len(prompt_ids) >= max_context:
-        raise ContextError(f"the prompt is {len(prompt_ids)} tokens; the context holds {max_context}")
-    sampling = _sampling_params(model_dir, params)
+    check_context(0, len(prompt_ids), args.max_context or config.max_position_embeddings)  # before the weights load
     timings = Timings()
-    with load(model_dir, workers=args.workers, kernel=args.kernel, max_context=max_context) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer) as model:
         timings.load_seconds = time.perf_counter() - timings.started
         if args.echo and args.print_ids:
             print("\n".join(map(str, prompt_ids)), flush=True)
         elif args.echo and tokenizer is not None:
             _write(tokenizer.decode(prompt_ids))
-        for token in generate(model, prompt_ids, Sampler(sampling), args.n_predict, _eos_token_ids(model_dir, config),
-                              tokenizer, args.stop, timings, _show_progress):  # fmt: skip
+        for token in generate(model, prompt_ids, args.n_predict, _sampler(model, given), args.stop, timings,
+                              _show_progress):  # fmt: skip
             if not args.print_ids:
                 _write(token.text)
             elif token.id is not None:
@@ -133,20 +131,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """`microqwen chat`: a conversation, one message a line, the history kept in the KV cache."""
-    from .generate import Conversation, Timings
+    from .generation import Conversation, Timings
     from .model import load
-    from .sampling import Sampler
 
-    params = _check_sampling_flags(args)
+    given = _check_sampling_flags(args)
     model_dir = _resolve(args.model)
-    config = Config.from_file(os.path.join(model_dir, "config.json"))
     tokenizer = Tokenizer.from_dir(model_dir)
-    sampling = _sampling_params(model_dir, params)
     timings = Timings()
-    with load(model_dir, workers=args.workers, kernel=args.kernel, max_context=args.max_context) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer) as model:
         timings.load_seconds = time.perf_counter() - timings.started
-        conversation = Conversation(model, tokenizer, Sampler(sampling), _eos_token_ids(model_dir, config),
-                                    args.system, args.n_predict, timings)  # fmt: skip
+        conversation = Conversation(model, _sampler(model, given), args.system, args.n_predict, timings)
         _chat_loop(conversation, interactive=sys.stdin.isatty())
     print(timings.report(), file=sys.stderr)
     return 0
@@ -173,7 +167,9 @@ def _chat_loop(conversation: Conversation, interactive: bool) -> None:
                 _write(token.text)
         except KeyboardInterrupt:
             _write(" [stopped]")
-        except (ContextError, UsageError) as e:  # a message too long, or not text: the session goes on
+        except ContextError as e:  # a message too long: the session goes on
+            print(f"microqwen: {e}; /reset starts a new conversation", file=sys.stderr)
+        except UsageError as e:  # not text: the session goes on
             print(f"microqwen: {e}", file=sys.stderr)
         finally:
             answer.close()  # now, not at garbage collection: the answer so far joins the history
@@ -206,8 +202,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     layers = Config.from_file(os.path.join(model_dir, "config.json")).num_hidden_layers
     chosen = trace.parse_layers(args.layers, layers) if args.layers is not None else tuple(range(layers))
     selection = trace.Selection(chosen, trace.parse_points(args.points, layers) if args.points is not None else ())
-    has_tokenizer = any(os.path.isfile(os.path.join(model_dir, f)) for f in ("tokenizer.json", "vocab.json"))
-    tokenizer = Tokenizer.from_dir(model_dir) if has_tokenizer or args.prompt is not None else None
+    tokenizer = Tokenizer.from_dir(model_dir) if Tokenizer.found_in(model_dir) or args.prompt is not None else None
     ref_ids, reference = read_reference(args.compare) if args.compare else ([], {})
     prompt_ids = ref_ids if args.compare and args.ids is None and args.prompt is None else _prompt_ids(args, tokenizer)
     if not prompt_ids:
@@ -227,7 +222,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     choose: Callable[[trace.Position], int | None] = (
         (lambda p: trace.choose_interactively(p, lambda: _read_line(question), lambda m: print(m, file=sys.stderr)))
         if args.step else (lambda p: p.choice))  # fmt: skip
-    with load(model_dir, workers=args.workers, kernel=args.kernel) as model:
+    with load(model_dir, args.workers, args.kernel, tokenizer=tokenizer) as model:
         lens = not args.no_lens and (show or bool(args.json or args.html))  # --compare alone needs no lens
         session = trace.TraceSession(model, selection, args.top_k, lens)
         more = None if args.step and args.n_predict is None else args.n_predict or 0  # None: until q
@@ -298,18 +293,9 @@ def _check_sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _sampling_params(model_dir: str, given: dict[str, Any]) -> SamplingParams:
-    """The model's generation_config.json defaults (greedy without one), then the flags."""
-    path = os.path.join(model_dir, "generation_config.json")
-    if os.path.exists(path):
-        return SamplingParams.from_generation_config(path, **given)
-    return SamplingParams(**dict({"temperature": 0.0}, **given))
-
-
-def _eos_token_ids(model_dir: str, config: Config) -> tuple[int, ...]:
-    """generation_config.json's eos ids (the Instruct model lists two), else config.json's."""
-    path = os.path.join(model_dir, "generation_config.json")
-    return (read_eos_token_ids(path) if os.path.exists(path) else ()) or config.eos_token_ids
+def _sampler(model: Qwen2ForCausalLM, given: dict[str, Any]) -> Sampler:
+    """A sampler with the model's generation_config.json defaults (greedy without one), then the flags."""
+    return Sampler(dataclasses.replace(model.sampling or SamplingParams(temperature=0.0), **given))
 
 
 def _prompt_ids(args: argparse.Namespace, tokenizer: Tokenizer | None) -> list[int]:

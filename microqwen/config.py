@@ -42,7 +42,6 @@ class Config:
     rms_norm_eps: float
     head_dim: int
     tie_word_embeddings: bool
-    bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
 
     @property
@@ -88,8 +87,7 @@ class Config:
             rms_norm_eps=_positive_float(raw, "rms_norm_eps", source),
             head_dim=_head_dim(raw, hidden_size, heads, source),
             tie_word_embeddings=_bool(raw, "tie_word_embeddings", False, source),
-            bos_token_id=_optional_token(raw, "bos_token_id", source),
-            eos_token_ids=_eos_token_ids(raw, source),
+            eos_token_ids=eos_token_ids(raw, source),
         )
 
 
@@ -158,15 +156,9 @@ def _head_dim(raw: dict[str, JSON], hidden_size: int, heads: int, source: str) -
     return head_dim
 
 
-def _optional_token(raw: dict[str, JSON], key: str, source: str) -> int | None:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ConfigError(f"{source}: {key} must be a token id or null, got {value!r}")
-    return value
-
-
-def _eos_token_ids(raw: dict[str, JSON], source: str) -> tuple[int, ...]:
-    """eos_token_id is an id, a list of ids, or absent."""
+def eos_token_ids(raw: Mapping[str, JSON], source: str) -> tuple[int, ...]:
+    """The ids that end generation: `eos_token_id` of config.json or generation_config.json is an id,
+    a list of ids, or absent (no ids)."""
     value = raw.get("eos_token_id")
     ids = value if isinstance(value, list) else [] if value is None else [value]
     if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):

@@ -35,3 +35,7 @@ class DownloadError(MicroQwenError):
 
 class UsageError(MicroQwenError):
     """An argument is out of range or does not fit the others."""
+
+
+class HookError(MicroQwenError):
+    """A hook replaced a value with one of the wrong length, or with something other than numbers."""

@@ -56,6 +56,7 @@ from typing import IO, Collection, Iterator, Mapping
 from . import __version__
 from .errors import DownloadError, UsageError
 from .jsonparse import parse_bytes, parse_file
+from .safetensors import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 """The model `resolve_model(None)` and `microqwen download` fetch."""
@@ -79,8 +80,6 @@ TEXT_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", 
 
 OPTIONAL_FILES = ("generation_config.json",)
 """Files a complete snapshot has unless the repo has none (then `.no_exist/<commit>/<file>` says so)."""
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 _WORD = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 _REPO_ID = re.compile(f"{_WORD}/{_WORD}")

@@ -2,45 +2,89 @@
 
 The whole forward pass for one token at position `pos` (shapes are Qwen2.5-0.5B's):
 
-    h = embed_tokens[token]                                   # [896]
+    h = embed_tokens[token]                                       # [896]
     for each of the 24 layers:
-        x = rmsnorm(h, input_layernorm)                       # [896]
-        q, k, v = Wq x + bq, Wk x + bk, Wv x + bv             # [896], [128], [128]: 14 / 2 / 2 heads of 64
-        q, k = rope(q, pos), rope(k, pos)                     # rotate pairs (i, i+32) by pos * theta^(-2i/64)
-        cache.append(k, v)                                    # the cache keeps rotated keys
+        x = input_layernorm(h)                                    # RMSNorm: [896]
+        q, k, v = q_proj(x), k_proj(x), v_proj(x)                 # W x + b: [896], [128], [128] (14 / 2 / 2 heads of 64)
+        q, k = rope(q, pos), rope(k, pos)                         # turn pairs (i, i+32) by pos * theta^(-2i/64)
+        cache.append(k, v)                                        # the cache keeps rotated keys
         o_j = sum_t softmax_t(q_j . k_(g,t) / sqrt(64)) v_(g,t)   # head j reads kv head g = j // 7, t <= pos
-        h = h + Wo concat(o_0 .. o_13)                        # [896] -> [896]
-        x = rmsnorm(h, post_attention_layernorm)
-        h = h + Wdown (silu(Wgate x) * (Wup x))               # [896] -> [4864] -> [896]
-    logits = E rmsnorm(h, norm)                               # [896] -> [151936], E = embed_tokens (tied)
+        h = h + o_proj(concat(o_0 .. o_13))                       # [896] -> [896]
+        x = post_attention_layernorm(h)
+        h = h + down_proj(silu(gate_proj(x)) * up_proj(x))        # [896] -> [4864] -> [896]
+    logits = lm_head(norm(h))                                     # [896] -> [151936]; lm_head = embed_tokens (tied)
 
-`Qwen2Model.forward` follows it line by line. The small steps are the functions below
-(`rmsnorm`, `RotaryEmbedding`, `attention`, `silu`); the big matrix products go to a
-`LinearBackend` (this process, or worker processes). `prefill` runs a whole prompt
-through the same code, several tokens per matrix product, and computes the output
-head only at the last position.
+`Qwen2ForCausalLM.forward` follows it line by line; the small steps are the functions and classes
+just below (`rmsnorm`, `silu`, `softmax`, `RotaryEmbedding`, `attention_weights`, `attention_output`).
+The products W x are `microqwen.linear.Linear` layers named as in Hugging Face, computed by an
+engine: this process, or worker processes (`microqwen.workers`).
 
-Everything is computed in Python floats (float64) over the bf16 weights; the reference
-(transformers, float32) agrees to about 1e-5.
+Every named value can be read or replaced by a *hook*, `hook(name, pos, values, shape)`, at the
+points listed by `point_names` (the Hugging Face module paths without `model.`): returning None
+leaves the value as it was, returning a sequence of the same length replaces it, and everything
+downstream uses the replacement. The hook gets a copy (a tuple), so reading cannot change anything.
+
+`prefill` runs a whole prompt through the same steps, `TOKENS_PER_PASS` tokens per product (each
+weight read once for all of them), and computes the output head at the last position only.
+
+Everything is computed in Python floats (float64) over the bfloat16 weights; the reference
+(transformers, float32) agrees to about 1e-5 on the logits.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from array import array
-from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
-from . import bf16
-from .config import Config, check_tensors
-from .errors import ContextError, UsageError
+from .config import Config
+from .errors import ContextError, HookError, UsageError
 from .kernels import KERNELS, Vector, dot, dots
-from .linear import LinearBackend, LocalLinear, linear_jobs
-from .safetensors import Checkpoint, open_checkpoint
+from .linear import TOKENS_PER_PASS, Engine, Job, Linear, LocalEngine, fused, fused_tokens, linear_jobs
+from .tokenizer import Tokenizer
+from .weights import Weights, open_model
 
-Tracer = Callable[[str, int, Sequence[float], Tuple[int, ...]], None]
-"""Receives (trace point name, position, values, shape) at every named point of the forward pass."""
+if TYPE_CHECKING:
+    from .sampling import SamplingParams
+
+Hook = Callable[[str, int, Tuple[float, ...], Tuple[int, ...]], Optional[Sequence[float]]]
+"""`hook(name, pos, values, shape)` at every named point: None leaves the value, a same-length sequence replaces it."""
+
+LAYER_POINTS = (
+    "input_layernorm",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.rope_q",
+    "self_attn.rope_k",
+    "self_attn.attn_weights",
+    "self_attn.attn_output",
+    "self_attn.o_proj",
+    "post_attention_layernorm",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+"""The named points inside layer i (`layers.{i}.<point>`), in the order a token meets them; then `layers.{i}`,
+the residual stream after the layer. `attn_weights` is [heads, pos + 1], `attn_output` o_proj's input."""
+
+
+def point_names(num_layers: int) -> list[str]:
+    """Every named point in forward order: embed_tokens, each layer's points then `layers.{i}`, norm, logits.
+
+    ```python
+    >>> point_names(1)[:3], point_names(1)[-3:]
+    (['embed_tokens', 'layers.0.input_layernorm', 'layers.0.self_attn.q_proj'], ['layers.0', 'norm', 'logits'])
+
+    ```
+    """
+    names = ["embed_tokens"]
+    for i in range(num_layers):
+        names += [f"layers.{i}.{point}" for point in LAYER_POINTS] + [f"layers.{i}"]
+    return names + ["norm", "logits"]
+
+
+# ------------------------------------------------------------------ the small steps
 
 
 def rmsnorm(x: Vector, weight: Vector, eps: float) -> list[float]:
@@ -57,12 +101,48 @@ def silu(z: float) -> float:
     return z * e / (1.0 + e)
 
 
-def softmax(scores: Vector) -> list[float]:
-    """p_t = e^(s_t - max s) / sum_u e^(s_u - max s): subtracting the max keeps e^ finite."""
+def softmax(scores: Vector, temperature: float = 1.0) -> list[float]:
+    """p_t = e^((s_t - max s) / T) / sum_u e^((s_u - max s) / T): subtracting the max keeps e^ finite.
+
+    Attention, the sampler, the trace and the logit lens all use it. The sum is `math.fsum`
+    (correctly rounded), so the same scores give the same bits on every interpreter.
+
+    ```python
+    >>> [round(p, 4) for p in softmax([1.0, 2.0, 0.0])]
+    [0.2447, 0.6652, 0.09]
+
+    ```
+    """
     top = max(scores)
-    exps = [math.exp(s - top) for s in scores]
-    total = sum(exps)
+    exps = [math.exp((s - top) / temperature) for s in scores]
+    total = math.fsum(exps)
     return [e / total for e in exps]
+
+
+def add(a: Vector, b: Vector) -> list[float]:
+    """Elementwise a + b (the residual connections)."""
+    return [x + y for x, y in zip(a, b)]
+
+
+class RMSNorm:
+    """`Qwen2RMSNorm`: rmsnorm(x, weight, eps), the weight [896] read from the file."""
+
+    def __init__(self, weight: list[float], eps: float) -> None:
+        self.weight = weight
+        self.eps = eps
+
+    def __call__(self, x: Vector) -> list[float]:
+        return rmsnorm(x, self.weight, self.eps)
+
+
+class Embedding:
+    """`embed_tokens`: row `token` of the [151936, 896] table, read from the file when it is needed."""
+
+    def __init__(self, weights: Weights, name: str, dim: int) -> None:
+        self.weights, self.name, self.dim = weights, name, dim
+
+    def __call__(self, token: int) -> list[float]:
+        return self.weights.floats(self.name, token * self.dim, self.dim)
 
 
 class RotaryEmbedding:
@@ -152,90 +232,218 @@ class KVCache:
                 column.append(v[g * head_dim + d])
 
 
-def attention(q: Vector, cache: KVCache, layer: int, n_heads: int) -> tuple[list[float], list[list[float]]]:
-    """Grouped-query attention of one query position over every cached position.
+def attention_weights(q: Vector, keys: Sequence[Sequence[Vector]], n_heads: int, visible: int) -> list[float]:
+    """a_(j,t) = softmax_t(q_j . k_(g,t) / sqrt(head_dim)) over positions t < visible: [n_heads * visible].
 
-    Query head j reads key/value head g = j // n_rep (7 query heads share one kv head):
-
-        s_t = q_j . k_(g,t) / sqrt(head_dim)      a = softmax(s)      o_j[d] = sum_t a_t v_(g,t)[d]
-
-    The cache holds exactly the positions up to this one, so the causal mask is implicit.
-    Returns the heads' outputs concatenated [n_heads * head_dim] and each head's weights.
+    Query head j reads key/value head g = j // n_rep (7 query heads share one kv head), and sees only
+    the first `visible` positions of the cache: the causal mask, a token never sees a later one.
     """
-    _, kv_heads, head_dim = cache.shape
-    n_rep = n_heads // kv_heads
+    head_dim = len(q) // n_heads
+    n_rep = n_heads // len(keys)
     scale = 1.0 / math.sqrt(head_dim)
+    weights: list[float] = []
+    for g, head_keys in enumerate(keys):
+        seen = head_keys if len(head_keys) == visible else head_keys[:visible]  # [visible] x [64]
+        for j in range(g * n_rep, (g + 1) * n_rep):
+            scores = dots(q[j * head_dim : (j + 1) * head_dim], seen)  # [visible]
+            weights += softmax([s * scale for s in scores])
+    return weights
+
+
+def attention_output(weights: Vector, values_t: Sequence[Sequence[Vector]], n_heads: int) -> list[float]:
+    """o_j[d] = sum_t a_(j,t) v_(g,t)[d], the heads concatenated: [n_heads * head_dim]."""
+    visible = len(weights) // n_heads
+    n_rep = n_heads // len(values_t)
     out: list[float] = []
-    weights = []
-    for j in range(n_heads):
-        g = j // n_rep
-        q_j = q[j * head_dim : (j + 1) * head_dim]
-        a = softmax([s * scale for s in dots(q_j, cache.keys[layer][g])])  # [pos + 1]
-        out += dots(a, cache.values_t[layer][g])  # [head_dim]: one dot product per value dimension
-        weights.append(a)
-    return out, weights
+    for g, columns in enumerate(values_t):
+        if len(columns[0]) != visible:
+            columns = [column[:visible] for column in columns]  # [64] x [visible]
+        for j in range(g * n_rep, (g + 1) * n_rep):
+            out += dots(weights[j * visible : (j + 1) * visible], columns)  # [64]: one dot per dimension
+    return out
 
 
-def add(a: Vector, b: Vector) -> list[float]:
-    """Elementwise a + b (residual connections and biases)."""
-    return [x + y for x, y in zip(a, b)]
+def swiglu(gate: Vector, up: Vector) -> list[float]:
+    """The MLP's activation: silu(gate) * up, elementwise: [4864]."""
+    return [silu(g) * u for g, u in zip(gate, up)]
 
 
-@dataclass
-class LayerVectors:
-    """One layer's vectors, which the main process applies itself: the norm weights and q/k/v biases."""
+class Points:
+    """Where one position's pass meets the hook: `at(name, values)` is the value the pass goes on with.
 
-    input_layernorm: list[float]  # [896]
-    q_bias: list[float]  # [896]
-    k_bias: list[float]  # [128]
-    v_bias: list[float]  # [128]
-    post_attention_layernorm: list[float]  # [896]
-
-
-def _emit(tracer: Tracer, pos: int, points: dict[str, Vector]) -> None:
-    """Hand each named vector at position `pos` to the tracer."""
-    for name, values in points.items():
-        tracer(name, pos, values, (len(values),))
-
-
-def _read_floats(checkpoint: Checkpoint, name: str, first: int = 0, count: int | None = None) -> list[float]:
-    """Elements first..first+count-1 (default: all) of a bfloat16 tensor, read from the file, as floats.
-
-    Read with read(2) into an array, not through a view of the mmap: a view caught in the traceback of
-    an interrupted step would keep the file from closing.
+    Without a hook that is `values` itself. With one, the hook gets a copy (a tuple) and its shape,
+    and may return a replacement of the same length.
     """
-    bits = array("H")
-    checkpoint.read_into(name, bits, first, checkpoint.tensors[name].numel if count is None else count)
-    return [bf16.TABLE[b] for b in bits]
+
+    def __init__(self, hook: Hook | None, pos: int) -> None:
+        self.hook = hook
+        self.pos = pos
+
+    def __call__(self, name: str, values: list[float], shape: tuple[int, ...] | None = None) -> list[float]:
+        if self.hook is None:
+            return values
+        replacement = self.hook(name, self.pos, tuple(values), shape or (len(values),))
+        if replacement is None:
+            return values
+        if len(replacement) != len(values):
+            raise HookError(f"the hook replaced {name} at position {self.pos} with {len(replacement)} values; "
+                            f"it has {len(values)}")  # fmt: skip
+        try:
+            return [float(v) for v in replacement]
+        except (TypeError, ValueError):
+            raise HookError(f"the hook replaced {name} at position {self.pos} with something other than numbers") from None
 
 
-PREFILL_BLOCK = 16
-"""Prompt tokens that go through each weight matrix together in `prefill`."""
+# ------------------------------------------------------------------ the model
 
 
-class Qwen2Model:
-    """Qwen2ForCausalLM for one sequence: `forward(token, pos)`, `prefill(ids)`, `reset()`."""
+class Qwen2Attention:
+    """`self_attn`: the four projections of one layer's attention (biases on q, k and v only)."""
 
-    def __init__(self, config: Config, checkpoint: Checkpoint, linear: LinearBackend, max_context: int) -> None:
+    def __init__(self, q_proj: Linear, k_proj: Linear, v_proj: Linear, o_proj: Linear) -> None:
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = q_proj, k_proj, v_proj, o_proj
+
+
+class Qwen2MLP:
+    """`mlp`: down_proj(silu(gate_proj(x)) * up_proj(x)), no biases."""
+
+    def __init__(self, gate_proj: Linear, up_proj: Linear, down_proj: Linear) -> None:
+        self.gate_proj, self.up_proj, self.down_proj = gate_proj, up_proj, down_proj
+
+
+class Qwen2DecoderLayer:
+    """`layers.{i}`: RMSNorm, attention, RMSNorm, MLP, with a residual connection around each half."""
+
+    def __init__(self, index: int, input_layernorm: RMSNorm, self_attn: Qwen2Attention,
+                 post_attention_layernorm: RMSNorm, mlp: Qwen2MLP) -> None:  # fmt: skip
+        self.index, self.name = index, f"layers.{index}"
+        self.input_layernorm, self.self_attn = input_layernorm, self_attn
+        self.post_attention_layernorm, self.mlp = post_attention_layernorm, mlp
+
+
+def check_context(pos: int, count: int, max_context: int) -> None:
+    """Refuse `count` tokens at positions pos, pos+1, ... when the last would be past the context."""
+    if pos + count <= max_context:
+        return
+    if count == 1:
+        raise ContextError(f"position {pos} is past the context limit of {max_context} tokens")
+    raise ContextError(f"{count} tokens from position {pos} go past the context limit of {max_context} tokens "
+                       f"(the last would be at position {pos + count - 1})")  # fmt: skip
+
+
+class Qwen2ForCausalLM:
+    """Qwen2 for one sequence: `forward(token, pos, hook)`, `prefill(ids, hook)`, `reset()`.
+
+    The attributes follow transformers' module tree, so `model.layers[3].self_attn.q_proj` here is
+    `model.model.layers[3].self_attn.q_proj` there: transformers splits this class into the body,
+    `Qwen2Model` (embed_tokens, layers, norm), and the `lm_head` on top; here both are one class.
+    `load` also attaches what generation needs: `tokenizer` (None if the model has none),
+    `sampling` (the defaults of generation_config.json) and `eos_token_ids`.
+    """
+
+    def __init__(self, config: Config, weights: Weights, engine: Engine, max_context: int) -> None:
         self.config = config
-        self.checkpoint = checkpoint  # kept open: embedding rows are read from it on demand
-        self.linear = linear
+        self.weights = weights  # kept open: embedding rows are read from it on demand
+        self.engine = engine
         self.max_context = max_context
         self.closed = False
         self.rope = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.cache = KVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim)
-        self.norm = _read_floats(checkpoint, "model.norm.weight")
-        self.layers = [self._layer_vectors(i) for i in range(config.num_hidden_layers)]
+        self.embed_tokens = Embedding(weights, "model.embed_tokens.weight", config.hidden_size)
+        linears = _linears(weights, engine.jobs, engine)
+        eps = config.rms_norm_eps
+        self.layers = [_decoder_layer(i, weights, linears, eps) for i in range(config.num_hidden_layers)]
+        self.norm = RMSNorm(weights.floats("model.norm.weight"), eps)
+        self.lm_head = linears["lm_head"]
+        self.path = ""
+        self.tokenizer: Tokenizer | None = None
+        self.sampling: SamplingParams | None = None  # None: greedy
+        self.eos_token_ids: tuple[int, ...] = config.eos_token_ids
 
-    def _layer_vectors(self, i: int) -> LayerVectors:
-        prefix = f"model.layers.{i}"
-        return LayerVectors(
-            _read_floats(self.checkpoint, f"{prefix}.input_layernorm.weight"),
-            _read_floats(self.checkpoint, f"{prefix}.self_attn.q_proj.bias"),
-            _read_floats(self.checkpoint, f"{prefix}.self_attn.k_proj.bias"),
-            _read_floats(self.checkpoint, f"{prefix}.self_attn.v_proj.bias"),
-            _read_floats(self.checkpoint, f"{prefix}.post_attention_layernorm.weight"),
-        )
+    def forward(self, token: int, pos: int, hook: Hook | None = None) -> list[float]:
+        """Logits [vocab] for the token after `token`, which sits at position `pos` (the cache holds 0..pos-1)."""
+        self._check_input([token], pos)
+        heads, kv_heads = self.config.num_attention_heads, self.config.num_key_value_heads
+        at = Points(hook, pos)  # at(name, values): the values the pass goes on with (a hook may replace them)
+        h = at("embed_tokens", self.embed_tokens(token))  # [896]
+        for layer in self.layers:
+            name, attn, mlp = layer.name, layer.self_attn, layer.mlp
+            # attention: h = h + o_proj(attention(rope(q), rope(k), v)), q, k, v projected from input_layernorm(h)
+            x = at(f"{name}.input_layernorm", layer.input_layernorm(h))  # [896]
+            q, k, v = fused(x, attn.q_proj, attn.k_proj, attn.v_proj)  # W x + b for the three, in one pass
+            q = at(f"{name}.self_attn.q_proj", q)  # [896]: 14 heads x 64
+            k = at(f"{name}.self_attn.k_proj", k)  # [128]: 2 heads x 64
+            v = at(f"{name}.self_attn.v_proj", v)  # [128]: 2 heads x 64
+            q = at(f"{name}.self_attn.rope_q", self.rope.rotate(q, pos, heads))  # each head turned by pos
+            k = at(f"{name}.self_attn.rope_k", self.rope.rotate(k, pos, kv_heads))
+            self.cache.append(layer.index, k, v)  # the cache now holds positions 0..pos
+            o = self._attention(layer, q, pos + 1, at)  # [896]: the 14 heads' outputs, concatenated
+            h = add(h, at(f"{name}.self_attn.o_proj", attn.o_proj(o)))  # [896] -> [896], the residual connection
+            # MLP: h = h + down_proj(silu(gate_proj(x)) * up_proj(x)), with x = post_attention_layernorm(h)
+            x = at(f"{name}.post_attention_layernorm", layer.post_attention_layernorm(h))  # [896]
+            gate, up = fused(x, mlp.gate_proj, mlp.up_proj)  # [896] -> [4864], [4864], in one pass
+            gate, up = at(f"{name}.mlp.gate_proj", gate), at(f"{name}.mlp.up_proj", up)
+            down = at(f"{name}.mlp.down_proj", mlp.down_proj(swiglu(gate, up)))  # [4864] -> [896]
+            h = at(name, add(h, down))  # the residual stream after the layer
+        h = at("norm", self.norm(h))  # [896]
+        return at("logits", self.lm_head(h))  # [896] -> [151936]
+
+    def _attention(self, layer: Qwen2DecoderLayer, q: list[float], visible: int, at: Points) -> list[float]:
+        """Each head's weights over the first `visible` cached positions, then its weighted sum of values."""
+        heads, name = self.config.num_attention_heads, f"{layer.name}.self_attn"
+        weights = attention_weights(q, self.cache.keys[layer.index], heads, visible)  # [14 * visible]
+        weights = at(f"{name}.attn_weights", weights, (heads, visible))
+        return at(f"{name}.attn_output", attention_output(weights, self.cache.values_t[layer.index], heads))
+
+    def prefill(self, ids: Sequence[int], hook: Hook | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[float]:  # fmt: skip
+        """Run a prompt through the cache, `TOKENS_PER_PASS` tokens at a time; the logits of the last one.
+
+        The same steps as `forward`, for a block of tokens at once: each product reads its weights once
+        for the whole block, and the output head runs only at the last position. `hook` sees every
+        point at every position, as `forward` would show it. `progress(done, total)` is called after
+        each block.
+        """
+        if not ids:
+            raise UsageError("prefill needs at least one token")
+        self._check_input(ids, self.pos)  # all of them, before the first block goes into the cache
+        for start in range(0, len(ids), TOKENS_PER_PASS):
+            block = [Points(hook, self.pos + t) for t in range(len(ids[start : start + TOKENS_PER_PASS]))]
+            hs = [at("embed_tokens", self.embed_tokens(token)) for at, token in zip(block, ids[start:])]  # T x [896]
+            for layer in self.layers:
+                hs = self._attention_blocks(layer, hs, block)
+                hs = self._mlp_blocks(layer, hs, block)
+            if progress:
+                progress(min(start + TOKENS_PER_PASS, len(ids)), len(ids))
+        at = block[-1]
+        return at("logits", self.lm_head(at("norm", self.norm(hs[-1]))))
+
+    def _attention_blocks(self, layer: Qwen2DecoderLayer, hs: list[list[float]], block: list[Points],
+                          ) -> list[list[float]]:  # fmt: skip
+        """The attention half of a layer for T tokens, as in `forward`: every k and v joins the cache,
+        then each token attends to the positions up to its own (the causal mask)."""
+        attn, name = layer.self_attn, f"{layer.name}.self_attn"
+        xs = [at(f"{layer.name}.input_layernorm", layer.input_layernorm(h)) for at, h in zip(block, hs)]
+        qs = []
+        for at, (q, k, v) in zip(block, fused_tokens(xs, attn.q_proj, attn.k_proj, attn.v_proj)):
+            q, k, v = at(f"{name}.q_proj", q), at(f"{name}.k_proj", k), at(f"{name}.v_proj", v)
+            qs.append(at(f"{name}.rope_q", self.rope.rotate(q, at.pos, self.config.num_attention_heads)))
+            k = at(f"{name}.rope_k", self.rope.rotate(k, at.pos, self.config.num_key_value_heads))
+            self.cache.append(layer.index, k, v)
+        heads = [self._attention(layer, q, at.pos + 1, at) for at, q in zip(block, qs)]  # T x [896]
+        outs = [at(f"{name}.o_proj", o) for at, o in zip(block, attn.o_proj.tokens(heads))]
+        return [add(h, o) for h, o in zip(hs, outs)]
+
+    def _mlp_blocks(self, layer: Qwen2DecoderLayer, hs: list[list[float]], block: list[Points]) -> list[list[float]]:
+        """The MLP half of a layer for T tokens, as in `forward`."""
+        mlp, name = layer.mlp, f"{layer.name}.mlp"
+        norm = layer.post_attention_layernorm
+        xs = [at(f"{layer.name}.post_attention_layernorm", norm(h)) for at, h in zip(block, hs)]  # T x [896]
+        acts = []
+        for at, (gate, up) in zip(block, fused_tokens(xs, mlp.gate_proj, mlp.up_proj)):
+            acts.append(swiglu(at(f"{name}.gate_proj", gate), at(f"{name}.up_proj", up)))  # [4864]
+        downs = [at(f"{name}.down_proj", down) for at, down in zip(block, mlp.down_proj.tokens(acts))]
+        return [at(layer.name, add(h, down)) for at, h, down in zip(block, hs, downs)]
 
     @property
     def pos(self) -> int:
@@ -250,48 +458,6 @@ class Qwen2Model:
         """Forget every position from `length` on: the next token goes at position `length`."""
         self.cache.truncate(length)
 
-    def close(self) -> None:
-        """Release the weights (and stop the workers, if any)."""
-        self.closed = True
-        try:
-            self.linear.close()
-        finally:
-            self.checkpoint.close()
-
-    def __enter__(self) -> Qwen2Model:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def forward(self, token: int, pos: int, tracer: Tracer | None = None) -> list[float]:
-        """Logits [vocab] for the token after `token` at position `pos` (the cache holds 0..pos-1)."""
-        self._check_input([token], pos)
-        h = self._hidden_states([token], pos, tracer)[-1]
-        return self._logits(h, pos, tracer)
-
-    def prefill(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> list[float]:
-        """Run a prompt through the cache, PREFILL_BLOCK tokens at a time; logits of the last one only.
-
-        `progress(done, total)` is called after each block with the number of tokens done so far.
-        (To trace a prompt, run it through `forward` token by token: every position then has logits.)
-        """
-        if not ids:
-            raise UsageError("prefill needs at least one token")
-        self._check_input(ids, self.pos)  # all of them before the first block goes into the cache
-        for start in range(0, len(ids), PREFILL_BLOCK):
-            hs = self._hidden_states(ids[start : start + PREFILL_BLOCK], self.pos, None)
-            if progress:
-                progress(min(start + PREFILL_BLOCK, len(ids)), len(ids))
-        return self._logits(hs[-1], self.pos - 1, None)
-
-    def _hidden_states(self, tokens: Sequence[int], pos: int, tracer: Tracer | None) -> list[list[float]]:
-        """The residual stream after the last layer for tokens at positions pos, pos+1, ..."""
-        hs = [self._embed(token, pos + t, tracer) for t, token in enumerate(tokens)]  # T x [896]
-        for i in range(self.config.num_hidden_layers):
-            hs = self._decoder_layer(i, hs, pos, tracer)
-        return hs
-
     def _check_input(self, tokens: Sequence[int], pos: int) -> None:
         """Tokens at positions pos, pos+1, ...: in the vocabulary, following the cache, within the context."""
         if self.closed:
@@ -299,111 +465,103 @@ class Qwen2Model:
         bad = [token for token in tokens if not 0 <= token < self.config.vocab_size]
         if bad:
             raise UsageError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        count = len(tokens)
         if pos != self.pos:
             raise UsageError(f"position {pos} does not follow the cache, which holds {self.pos} positions")
-        if pos + count > self.max_context:
-            raise ContextError(
-                f"position {pos + count - 1} is past the context limit of {self.max_context} tokens "
-                f"(max_position_embeddings {self.config.max_position_embeddings})"
-            )
+        check_context(pos, len(tokens), self.max_context)
 
-    def _embed(self, token: int, pos: int, tracer: Tracer | None) -> list[float]:
-        """Row `token` of embed_tokens [151936, 896], read from the file: [896]."""
-        hidden = self.config.hidden_size
-        h = _read_floats(self.checkpoint, "model.embed_tokens.weight", token * hidden, hidden)
-        if tracer:
-            tracer("embed_tokens", pos, h, (len(h),))
-        return h
+    def close(self) -> None:
+        """Release the weights (and stop the workers, if any)."""
+        self.closed = True
+        try:
+            self.engine.close()
+        finally:
+            self.weights.close()
 
-    def _decoder_layer(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
-        """One Qwen2DecoderLayer for a block of tokens: h += attention(norm(h)), then h += mlp(norm(h))."""
-        hs = self._attention_block(i, hs, pos, tracer)
-        return self._mlp_block(i, hs, pos, tracer)
+    def __enter__(self) -> Qwen2ForCausalLM:
+        return self
 
-    def _attention_block(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
-        """h + o_proj(attention(rope(q), rope(k), v)), token after token, the KV cache growing by one each."""
-        c, w, name = self.config, self.layers[i], f"layers.{i}"
-        xs = [rmsnorm(h, w.input_layernorm, c.rms_norm_eps) for h in hs]  # T x [896]
-        qkvs = self.linear(f"{name}.self_attn.qkv_proj", xs)  # T x [896 + 128 + 128]
-        heads_out = []
-        for t, (x, qkv) in enumerate(zip(xs, qkvs)):
-            q = add(qkv[: c.q_size], w.q_bias)  # [896]: 14 heads x 64
-            k = add(qkv[c.q_size : c.q_size + c.kv_size], w.k_bias)  # [128]: 2 heads x 64
-            v = add(qkv[c.q_size + c.kv_size :], w.v_bias)  # [128]
-            rope_q = self.rope.rotate(q, pos + t, c.num_attention_heads)
-            rope_k = self.rope.rotate(k, pos + t, c.num_key_value_heads)
-            self.cache.append(i, rope_k, v)  # position pos + t
-            out, weights = attention(rope_q, self.cache, i, c.num_attention_heads)  # [896]: 14 heads x 64
-            heads_out.append(out)
-            if tracer:
-                _emit(tracer, pos + t, {f"{name}.input_layernorm": x, f"{name}.self_attn.q_proj": q,
-                                        f"{name}.self_attn.k_proj": k, f"{name}.self_attn.v_proj": v,
-                                        f"{name}.self_attn.rope_q": rope_q, f"{name}.self_attn.rope_k": rope_k})  # fmt: skip
-                tracer(f"{name}.self_attn.attn_weights", pos + t, [a for head in weights for a in head],
-                       (len(weights), pos + t + 1))  # fmt: skip
-        o_projs = self.linear(f"{name}.self_attn.o_proj", heads_out)  # T x [896]
-        if tracer:
-            for t, o in enumerate(o_projs):
-                _emit(tracer, pos + t, {f"{name}.self_attn.o_proj": o})
-        return [add(h, o) for h, o in zip(hs, o_projs)]  # the residual connection
-
-    def _mlp_block(self, i: int, hs: list[list[float]], pos: int, tracer: Tracer | None) -> list[list[float]]:
-        """h + down_proj(silu(gate_proj(x)) * up_proj(x)), with x = post_attention_layernorm(h)."""
-        c, w, name = self.config, self.layers[i], f"layers.{i}"
-        xs = [rmsnorm(h, w.post_attention_layernorm, c.rms_norm_eps) for h in hs]  # T x [896]
-        gate_ups = self.linear(f"{name}.mlp.gate_up_proj", xs)  # T x [4864 + 4864]
-        gates = [gu[: c.intermediate_size] for gu in gate_ups]  # T x [4864]
-        ups = [gu[c.intermediate_size :] for gu in gate_ups]  # T x [4864]
-        acts = [[silu(g) * u for g, u in zip(gate, up)] for gate, up in zip(gates, ups)]  # T x [4864]
-        downs = self.linear(f"{name}.mlp.down_proj", acts)  # T x [4864] -> T x [896]
-        hs = [add(h, d) for h, d in zip(hs, downs)]  # the residual connection
-        if tracer:
-            for t in range(len(hs)):
-                _emit(tracer, pos + t, {f"{name}.post_attention_layernorm": xs[t], f"{name}.mlp.gate_proj": gates[t],
-                                        f"{name}.mlp.up_proj": ups[t], f"{name}.mlp.down_proj": downs[t], name: hs[t]})  # fmt: skip
-        return hs
-
-    def _logits(self, h: Vector, pos: int, tracer: Tracer | None) -> list[float]:
-        """Final RMSNorm, then the output head: [896] -> [151936]."""
-        normed = rmsnorm(h, self.norm, self.config.rms_norm_eps)
-        logits = self.linear("lm_head", [normed])[0]
-        if tracer:
-            tracer("norm", pos, normed, (len(normed),))
-            tracer("logits", pos, logits, (len(logits),))
-        return logits
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def load(path: str, workers: int = 0, kernel: str | None = None, max_context: int | None = None) -> Qwen2Model:
-    """Load a Qwen2 model directory (config.json + safetensors weights).
+def _linears(weights: Weights, jobs: Sequence[Job], engine: Engine) -> dict[str, Linear]:
+    """Every linear layer by module path, each a block of rows of its job, with its bias if the file has one."""
+    linears = {}
+    for job in jobs:
+        first = 0
+        for layer, tensor, out in zip(job.layers, job.tensors, job.sizes):
+            bias = tensor[: -len("weight")] + "bias"
+            vector = weights.floats(bias) if bias in weights.tensors else None
+            linears[layer] = Linear(layer, engine, job, first, out, vector)
+            first += out
+    return linears
 
-    `workers=0` computes everything in this process; `workers=N` starts N worker processes
-    that share out the matrix products. `kernel` picks a matrix kernel by name (default:
-    the fastest for this interpreter). `max_context` caps the positions (default: the
-    config's max_position_embeddings).
+
+def _decoder_layer(i: int, weights: Weights, linears: dict[str, Linear], eps: float) -> Qwen2DecoderLayer:
+    def norm(name: str) -> RMSNorm:
+        return RMSNorm(weights.floats(f"model.layers.{i}.{name}.weight"), eps)
+
+    attn, mlp = f"layers.{i}.self_attn", f"layers.{i}.mlp"
+    return Qwen2DecoderLayer(
+        i,
+        norm("input_layernorm"),
+        Qwen2Attention(*(linears[f"{attn}.{p}"] for p in ("q_proj", "k_proj", "v_proj", "o_proj"))),
+        norm("post_attention_layernorm"),
+        Qwen2MLP(*(linears[f"{mlp}.{p}"] for p in ("gate_proj", "up_proj", "down_proj"))),
+    )
+
+
+def load(
+    model: str | None = None,
+    workers: int = 0,
+    kernel: str | None = None,
+    max_context: int | None = None,
+    *,
+    tokenizer: Tokenizer | None = None,
+    offline: bool | None = None,
+    progress: bool = True,
+) -> Qwen2ForCausalLM:
+    """Load a Qwen2 model: a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `org/name@revision`) or a directory.
+
+    Args:
+        model: a model directory, or a Hub id fetched into (or found in) the Hugging Face cache;
+            None means Qwen/Qwen2.5-0.5B-Instruct.
+        workers: 0 computes everything in this process; N starts N worker processes that share out
+            the matrix products (the command line uses one per CPU but one).
+        kernel: a matrix kernel by name (default: the fastest for this interpreter).
+        max_context: cap the positions (default: the config's max_position_embeddings).
+        tokenizer: use this tokenizer instead of reading the model's (the command line reads it
+            first, to check the prompt before the weights load).
+        offline: use only the cache; None reads `HF_HUB_OFFLINE`.
+        progress: show a download on stderr.
     """
+    from .hub import resolve_model
+    from .sampling import generation_defaults
+
     if workers < 0:
         raise UsageError(f"workers must be 0 or more, got {workers}")
     if kernel is not None and kernel not in KERNELS:
         raise UsageError(f"unknown kernel {kernel!r}: the kernels are {', '.join(KERNELS)}")
-    config = Config.from_file(os.path.join(path, "config.json"))
+    path = resolve_model(model, offline=offline, progress=progress)
+    config, weights = open_model(path)
     limit = config.max_position_embeddings
-    if max_context is not None and not 0 < max_context <= limit:
-        raise UsageError(f"max_context must be in 1..{limit} (max_position_embeddings), got {max_context}")
-    checkpoint = open_checkpoint(path)
-    linear: LinearBackend | None = None
+    engine: Engine | None = None
     try:
-        check_tensors(config, checkpoint.tensors, path)
-        jobs = linear_jobs(config)
+        if max_context is not None and not 0 < max_context <= limit:
+            raise UsageError(f"max_context must be in 1..{limit} (max_position_embeddings), got {max_context}")
         if workers:
             from .workers import WorkerPool
 
-            linear = WorkerPool(checkpoint, jobs, workers, kernel)
+            engine = WorkerPool(path, weights, linear_jobs(config), workers, kernel)
         else:
-            linear = LocalLinear(checkpoint, jobs, kernel)
-        return Qwen2Model(config, checkpoint, linear, max_context or limit)
+            engine = LocalEngine(weights, linear_jobs(config), kernel)
+        qwen = Qwen2ForCausalLM(config, weights, engine, max_context or limit)
+        qwen.path = path
+        qwen.tokenizer = tokenizer or (Tokenizer.from_dir(path) if Tokenizer.found_in(path) else None)
+        qwen.sampling, qwen.eos_token_ids = generation_defaults(path, config)
+        return qwen
     except BaseException:
-        if linear is not None:  # the workers started, then the model failed (or Ctrl-C)
-            linear.close()
-        checkpoint.close()
+        if engine is not None:  # the workers started, then the model failed (or Ctrl-C)
+            engine.close()
+        weights.close()
         raise

@@ -50,6 +50,9 @@ DTYPE_SIZES = {
 MAX_HEADER_BYTES = 100_000_000
 """Reference readers refuse a longer header; so do we (a corrupt N could be anything)."""
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weights in pickle files (PyTorch's own format) are refused: loading a pickle can run any code."""
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -267,7 +270,7 @@ def open_checkpoint(path: str) -> Checkpoint:
         return Checkpoint([SafetensorsFile(single)])
     if os.path.exists(index):
         return _open_sharded(path, index)
-    pickles = [n for n in sorted(os.listdir(path)) if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+    pickles = [n for n in sorted(os.listdir(path)) if n.endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise FormatError(
             f"{path}: has only pickle weights ({', '.join(pickles)}); microqwen reads safetensors "

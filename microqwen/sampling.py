@@ -22,10 +22,10 @@ exp(2.0) = 7.39 and exp(1.0) = 2.72 survive, and 7.39 / (7.39 + 2.72) = 0.731.
     >>> sampler.sample([2.0, 1.0, 0.5, -1.0]) in (0, 1)
     True
 
-Throughout, a filter works on *weights* `w_i = exp((s_i - s_max) / T)`, the softmax numerators with
-the largest score subtracted (so exp never overflows and the top token weighs exactly 1.0), and
-drops the tokens it removes; `p_i = w_i / sum(w)` over the survivors. That is the reference's
-softmax over scores set to -inf, without carrying 151,936 entries through every step.
+Throughout, a filter works on *weights*: the softmax of the candidates' scores (`microqwen.model.softmax`,
+the same function attention uses), and drops the tokens it removes; `p_i = w_i / sum(w)` over the
+survivors. That is the reference's softmax over scores set to -inf, without carrying 151,936 entries
+through every step.
 
 Sums of weights use `math.fsum`, which is correctly rounded and so gives the same bits on every
 Python (the builtin `sum` compensates for rounding on CPython 3.12 but not on 3.9 or PyPy), and the
@@ -39,15 +39,18 @@ import bisect
 import heapq
 import itertools
 import math
+import os
 import random
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
+from .config import Config, eos_token_ids
 from .errors import ConfigError, MicroQwenError, UsageError
 from .jsonparse import JSON, parse_file
+from .model import softmax
 
 Candidates = tuple[Sequence[int], list[float]]
-"""Surviving token ids and their weights exp((s - s_max) / T), in matching order."""
+"""Surviving token ids and their weights (probabilities before the filters removed any), in matching order."""
 
 FLAGS = {
     "temperature": "--temp",
@@ -165,11 +168,18 @@ def read_eos_token_ids(path: str) -> tuple[int, ...]:
         >>> read_eos_token_ids("tests/data/qwen2.5-0.5b-instruct/generation_config.json")
         (151645, 151643)
     """
-    value = _read_object(path).get("eos_token_id")
-    ids = value if isinstance(value, list) else [] if value is None else [value]
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise ConfigError(f"{path}: eos_token_id must be a token id or a list of them, got {value!r}")
-    return tuple(ids)
+    return eos_token_ids(_read_object(path), path)
+
+
+def generation_defaults(model_dir: str, config: Config) -> tuple[SamplingParams, tuple[int, ...]]:
+    """How the model's authors want it sampled, and the ids that end generation.
+
+    Both from generation_config.json; without that file, greedy decoding and config.json's eos ids.
+    """
+    path = os.path.join(model_dir, "generation_config.json")
+    if not os.path.exists(path):
+        return SamplingParams(temperature=0.0), config.eos_token_ids
+    return SamplingParams.from_generation_config(path), read_eos_token_ids(path) or config.eos_token_ids
 
 
 def _read_object(path: str) -> dict[str, JSON]:
@@ -231,22 +241,6 @@ def top_k_ids(scores: Sequence[float], top_k: int) -> Sequence[int]:
         return range(len(scores))
     kth = heapq.nlargest(top_k, scores)[-1]
     return [token for token, score in enumerate(scores) if score >= kth]
-
-
-def softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
-    """w_i = exp((s_i - s_max) / T): the softmax numerators, the largest exactly 1.0.
-
-    The largest score must be finite: +inf or NaN there means the model produced garbage.
-
-    Examples:
-        >>> softmax_weights([2.0, 1.0], 0.5)
-        [1.0, 0.1353352832366127]
-    """
-    top = max(scores)
-    if not math.isfinite(top):
-        raise MicroQwenError(f"the largest logit is {top}; the model's output is not a number")
-    exp = math.exp
-    return [exp((score - top) / temperature) for score in scores]
 
 
 def ranked(ids: Sequence[int], weights: Sequence[float]) -> list[tuple[float, int]]:
@@ -337,6 +331,8 @@ class Sampler:
         p = self.params
         if not logits:
             raise UsageError("there are no logits to sample from (an empty list)")
+        if not math.isfinite(max(logits)):
+            raise MicroQwenError(f"the largest logit is {max(logits)}; the model's output is not a number")
         scores = apply_repetition_penalty(logits, previous_ids, p.repetition_penalty)  # [151936]
         if p.greedy:
             return [argmax(scores)], [1.0]
@@ -344,7 +340,7 @@ class Sampler:
         # the (at most) k survivors are divided by T and exponentiated.
         ids = top_k_ids(scores, p.top_k)
         candidate_scores = scores if len(ids) == len(scores) else [scores[token] for token in ids]  # [151936] or ~[k]
-        weights = softmax_weights(candidate_scores, p.temperature)
+        weights = softmax(candidate_scores, p.temperature)
         if p.top_p < 1.0:
             ids, weights = top_p_filter(ids, weights, p.top_p)
         if p.min_p > 0.0:

@@ -189,6 +189,11 @@ class Tokenizer:
         self.eos_token_id = self.token_to_id(eos_token) if eos_token is not None else None
         self._cache: dict[str, list[int]] = {}
 
+    @staticmethod
+    def found_in(path: str) -> bool:
+        """Does the model directory `path` hold tokenizer files (tokenizer.json or vocab.json)?"""
+        return any(os.path.isfile(os.path.join(path, name)) for name in ("tokenizer.json", "vocab.json"))
+
     @classmethod
     def from_dir(cls, path: str) -> Tokenizer:
         """Load a model directory: tokenizer.json if present, else vocab.json + merges.txt.

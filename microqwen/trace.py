@@ -1,6 +1,6 @@
 """Tracing: follow one token through the model and see what each layer thinks.
 
-`Qwen2Model.forward(token, pos, tracer)` hands every intermediate vector to `tracer(name, pos,
+`Qwen2ForCausalLM.forward(token, pos, hook)` hands every intermediate vector to `hook(name, pos,
 values, shape)`, at points named after the Hugging Face module paths (without `model.`):
 
     embed_tokens                                   the token's row of the embedding      [896]
@@ -8,13 +8,14 @@ values, shape)`, at points named after the Hugging Face module paths (without `m
     layers.{i}.self_attn.q_proj / k_proj / v_proj  W x + b                               [896] [128] [128]
     layers.{i}.self_attn.rope_q / rope_k           q and k after RoPE                    [896] [128]
     layers.{i}.self_attn.attn_weights              softmax(q.k / 8), one row per head    [14, pos + 1]
+    layers.{i}.self_attn.attn_output               the heads' outputs, concatenated      [896]
     layers.{i}.self_attn.o_proj                    Wo concat(heads)                      [896]
     layers.{i}.post_attention_layernorm            rmsnorm(h + attention)                [896]
     layers.{i}.mlp.gate_proj / up_proj / down_proj the SwiGLU MLP                        [4864] [4864] [896]
     layers.{i}                                     the residual stream after layer i     [896]
     norm, logits                                   final rmsnorm, output head            [896] [151936]
 
-A `Recorder` is such a tracer: it keeps a copy of the points it is asked for. A `TraceSession`
+A `Recorder` is such a hook, one that only reads: it keeps a copy of the points it is asked for. A `TraceSession`
 runs one token at a time with a recorder and analyses each position (a `Position`):
 
 - a summary of each chosen point in llama.cpp's tensor-dump style: shape, the first and last 3
@@ -56,48 +57,17 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optiona
 
 from .errors import UsageError
 from .kernels import Vector
-from .model import Qwen2Model, rmsnorm
+from .model import LAYER_POINTS, Qwen2ForCausalLM, point_names, softmax
 from .sampling import argmax
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
-
-LAYER_POINTS = (
-    "input_layernorm",
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.rope_q",
-    "self_attn.rope_k",
-    "self_attn.attn_weights",
-    "self_attn.o_proj",
-    "post_attention_layernorm",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
-"""The trace points inside layer i (named `layers.{i}.<point>`), in the order a token meets them."""
 
 RESIDUAL = "residual"
 """The `--points` name of the residual stream after each layer, the points named `layers.{i}`."""
 
 Pieces = Callable[[int], Optional[str]]
 """Token id -> its text (None when there is no tokenizer)."""
-
-
-def point_names(num_layers: int) -> list[str]:
-    """Every trace point in forward order: embed_tokens, each layer's points then `layers.{i}`, norm, logits.
-
-    ```python
-    >>> point_names(1)[:3], point_names(1)[-3:]
-    (['embed_tokens', 'layers.0.input_layernorm', 'layers.0.self_attn.q_proj'], ['layers.0', 'norm', 'logits'])
-
-    ```
-    """
-    names = ["embed_tokens"]
-    for i in range(num_layers):
-        names += [f"layers.{i}.{point}" for point in LAYER_POINTS] + [f"layers.{i}"]
-    return names + ["norm", "logits"]
 
 
 def layer_of(name: str) -> int | None:
@@ -185,9 +155,10 @@ class Point(NamedTuple):
 
 
 class Recorder:
-    """A tracer for `Qwen2Model.forward` that keeps a copy of the points `keep(name)` accepts.
+    """A hook for `Qwen2ForCausalLM.forward` that keeps a copy of the points `keep(name)` accepts.
 
-    `points[pos][name]` is a `Point`; everything else the model reports is ignored at once.
+    `points[pos][name]` is a `Point`; everything else the model reports is ignored at once. It
+    returns None, so the pass goes on with the values as they were.
     """
 
     def __init__(self, keep: Callable[[str], bool]) -> None:
@@ -243,10 +214,9 @@ def top_tokens(logits: Vector, k: int) -> list[Candidate]:
     This is the model's own distribution (temperature 1, no top-k/top-p filtering, no repetition
     penalty), what a sampler starts from. On a tie the lower id comes first.
     """
-    top = max(logits)
-    total = math.fsum(math.exp(logit - top) for logit in logits)
+    probabilities = softmax(logits)
     best = heapq.nlargest(k, range(len(logits)), key=logits.__getitem__)
-    return [Candidate(i, logits[i], math.exp(logits[i] - top) / total) for i in best]
+    return [Candidate(i, logits[i], probabilities[i]) for i in best]
 
 
 def attention(point: Point) -> list[list[float]]:
@@ -274,25 +244,23 @@ class LensRow(NamedTuple):
     final_probability: float
 
 
-def logit_lens(model: Qwen2Model, residuals: Sequence[tuple[str, Vector]], final_id: int) -> list[LensRow]:
-    """Decode each residual stream as if it were the last: logits_i = E rmsnorm(h_i, norm).
+def logit_lens(model: Qwen2ForCausalLM, residuals: Sequence[tuple[str, Vector]], final_id: int) -> list[LensRow]:
+    """Decode each residual stream as if it were the last: logits_i = lm_head(norm(h_i)).
 
-    All streams go through the output head in one `model.linear("lm_head", ...)` call, so its
-    151936 x 896 weights are read once for all of them (len(residuals) x 136M multiply-adds).
+    All streams go through the output head in one `lm_head.tokens` call, so its 151936 x 896
+    weights are read once for all of them (len(residuals) x 136M multiply-adds).
     """
-    eps = model.config.rms_norm_eps
-    normed = [rmsnorm(h, model.norm, eps) for _, h in residuals]  # L x [896]
-    rows = model.linear("lm_head", normed) if normed else []  # L x [151936]
+    normed = [model.norm(h) for _, h in residuals]  # L x [896]
+    rows = model.lm_head.tokens(normed) if normed else []  # L x [151936]
     return [_lens_row(name, logits, final_id) for (name, _), logits in zip(residuals, rows)]
 
 
 def _lens_row(name: str, logits: Sequence[float], final_id: int) -> LensRow:
-    top = max(logits)
-    total = math.fsum(math.exp(logit - top) for logit in logits)
+    probabilities = softmax(logits)
     final = logits[final_id]
     rank = 1 + sum(1 for logit in logits if logit > final)
     best = argmax(logits)
-    return LensRow(name, best, 1.0 / total, rank, math.exp(final - top) / total)
+    return LensRow(name, best, probabilities[best], rank, probabilities[final_id])
 
 
 @dataclass
@@ -337,7 +305,7 @@ class TraceSession:
     A session is one sequence: it starts by emptying the model's KV cache.
     """
 
-    def __init__(self, model: Qwen2Model, selection: Selection, top_k: int = 5, lens: bool = True) -> None:
+    def __init__(self, model: Qwen2ForCausalLM, selection: Selection, top_k: int = 5, lens: bool = True) -> None:
         if top_k < 1:
             raise UsageError(f"--top-k must be 1 or more, got {top_k}")
         self.model = model

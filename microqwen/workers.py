@@ -3,18 +3,27 @@
 Pure Python runs one core per process, so `WorkerPool` starts N worker processes, and the
 main process and the workers share out the rows of every weight matrix (every `linear.Job`):
 
-    job layers.3.mlp.gate_up_proj, W [9728, 896], 1 worker (2 cores):
+    job layers.3.mlp.gate_proj+up_proj, W [9728, 896], 1 worker (2 cores):
         the main process computes rows 0..4863        worker 0 computes rows 4864..9727
 
-Each worker reads its rows straight from the safetensors file (so the weights are never
-pickled or copied between processes) into the form its kernel wants. For one product
-y = W x, the main process
+A worker is a fresh Python interpreter (the same executable) running `worker_main` of this
+module, started with the model's path, its share number and two pipes; it opens the model
+itself, works out the same jobs from its config, and reads just its rows of each from the file
+(so the weights are never pickled or copied between processes). Nothing of the caller's script
+runs in it, so `microqwen.load(..., workers=N)` works the same from a script with or without an
+`if __name__ == "__main__":` guard, from `python -c`, the REPL or a notebook.
+
+For one product y = W x, the main process
 
     1. writes x (float64) into the shared input buffer,
     2. sends each worker the job number (a 24-byte frame through its pipe),
     3. computes its own rows of y (instead of sleeping while the workers compute),
     4. waits until every worker has written its rows of y into the shared output buffer
        and answered, then reads them.
+
+The two buffers are anonymous shared memory (`os.memfd_create`, else an unlinked temporary file)
+handed to the workers as file descriptors: there is no name to clean up, and the kernel frees
+the memory when the last process that maps it is gone, however it ends.
 
 Between products the main process does the cheap steps (norms, RoPE, attention, residuals).
 A process that sleeps while it waits pays to wake up (up to half a millisecond on a virtual
@@ -23,36 +32,33 @@ machine, and a step has 97 products), so both sides first poll for a few millise
 worker while the main process does the cheap steps before the next product. With one
 process per core, the one that polls has its core to itself.
 
-Nothing is left behind: the pool is a context manager and also closes at interpreter
-exit; shared memory is unlinked on every exit path; workers ignore Ctrl-C (the main
-process handles it and can go on using the pool, and they start with it held back, so a Ctrl-C
-during their start does not reach them either); a worker that dies is reported as a
-`WorkerError` within a second instead of a hang; and if the main process is killed,
-each worker sees its pipe close and exits.
+Nothing is left behind: the pool is a context manager and also closes at interpreter exit;
+workers run in a session of their own, so a Ctrl-C at the terminal reaches only the main process
+(which can go on using the pool); a worker that dies is reported as a `WorkerError` within a
+second instead of a hang; and if the main process is killed, each worker sees its pipe close
+and exits.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import multiprocessing
+import mmap
 import os
+import select
 import signal
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from array import array
-from multiprocessing.connection import Connection, wait
-from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from .errors import WorkerError
-from .kernels import Matrix, Vector, load_matrix
-from .linear import Job, read_rows
-from .safetensors import Checkpoint, SafetensorsFile
-
-MAX_TOKENS = 16
-"""Activations per job call that fit the shared buffers (larger calls are split)."""
+from .kernels import Matrix, Vector
+from .linear import TOKENS_PER_PASS, Job, linear_jobs, load_share
+from .weights import Weights, open_model
 
 SPIN_SECONDS = 0.005
 """How long a process polls for an answer or a request before it sleeps until one comes."""
@@ -79,29 +85,69 @@ def row_ranges(rows: int, shares: int) -> list[tuple[int, int]]:
     return [(rows * w // shares, rows * (w + 1) // shares) for w in range(shares)]
 
 
+class Buffers:
+    """The two shared buffers: x (the input activations) and y (each worker's region of outputs).
+
+    x holds TOKENS_PER_PASS vectors of the widest job's input; y has one region per worker, big
+    enough for TOKENS_PER_PASS outputs of its largest share.
+    """
+
+    def __init__(self, jobs: Sequence[Job], processes: int, fds: tuple[int, int] | None = None) -> None:
+        self.region = TOKENS_PER_PASS * max(-(-job.rows // processes) for job in jobs)  # floats per worker
+        sizes = (TOKENS_PER_PASS * max(job.cols for job in jobs) * FLOAT, (processes - 1) * self.region * FLOAT)
+        self.fds = fds or (_shared_file(sizes[0]), _shared_file(sizes[1]))
+        self.x, self.y = (mmap.mmap(fd, size) for fd, size in zip(self.fds, sizes))
+
+    def close(self) -> None:
+        """Unmap both buffers and close their descriptors (the memory goes with the last user)."""
+        for memory in (self.x, self.y):
+            memory.close()
+        for fd in self.fds:
+            os.close(fd)
+
+
+def _shared_file(size: int) -> int:
+    """A descriptor of `size` bytes of anonymous memory that a child process can map too."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("microqwen-activations")
+    else:  # macOS and others: a temporary file with its name removed at once
+        handle, path = tempfile.mkstemp(prefix="microqwen-")
+        os.unlink(path)
+        fd = handle
+    os.ftruncate(fd, max(size, 1))
+    return fd
+
+
+class Worker:
+    """One worker process and the main process's ends of its two pipes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], requests: int, answers: int) -> None:
+        self.process, self.requests, self.answers = process, requests, answers
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
 class WorkerPool:
-    """The main process and N workers run `linear.Job`s on their shares of rows; call it like `LocalLinear`.
+    """The main process and N workers run `linear.Job`s on their shares of rows: an engine, like `LocalEngine`.
 
     Share 0 of every job's rows is the main process's, share w + 1 is worker w's.
     """
 
-    def __init__(self, checkpoint: Checkpoint, jobs: Sequence[Job], n_workers: int, kernel: str | None = None) -> None:
-        self.jobs = {job.name: (index, job) for index, job in enumerate(jobs)}
+    def __init__(self, path: str, weights: Weights, jobs: Sequence[Job], n_workers: int, kernel: str | None = None) -> None:
+        self.jobs = list(jobs)
+        self.index = {job.name: i for i, job in enumerate(self.jobs)}
         self.n_workers = n_workers
-        self.processes: list[Any] = []
-        self.requests: list[Connection] = []  # we write, worker w reads
-        self.answers: list[Connection] = []  # worker w writes, we read
+        self.workers: list[Worker] = []
         self.local: list[Matrix] = []  # the main process's share of every job
         self.sequence = 0  # numbers each request, so a late answer to an interrupted one is ignored
         self.closed = False
-        max_cols = max(job.cols for job in jobs)
-        self.region = MAX_TOKENS * max(-(-job.rows // (n_workers + 1)) for job in jobs)  # floats of y per worker
-        self.x_memory = SharedMemory(create=True, size=MAX_TOKENS * max_cols * FLOAT)
-        self.y_memory = SharedMemory(create=True, size=n_workers * self.region * FLOAT)
+        self.buffers = Buffers(self.jobs, n_workers + 1)
         atexit.register(self.close)
         try:
-            self._start([f.path for f in checkpoint.files], list(jobs), kernel)
-            self.local = _load_shares(checkpoint, list(jobs), [self.share(job, 0) for job in jobs], kernel)
+            self.workers = [self._start(path, w, kernel) for w in range(n_workers)]
+            self.local = [load_share(weights, job, *self.share(job, 0), kernel) for job in self.jobs]
             self._wait_all(LOADING)
         except BaseException:
             self.close()
@@ -111,102 +157,83 @@ class WorkerPool:
         """The rows [start, stop) of `job` that process `who` computes (0: the main process)."""
         return row_ranges(job.rows, self.n_workers + 1)[who]
 
-    def _start(self, paths: list[str], jobs: list[Job], kernel: str | None) -> None:
-        """Start the workers; they load their shares while the main process loads its own."""
-        context = multiprocessing.get_context("spawn")
-        for w in range(self.n_workers):
-            request_reader, request_writer = context.Pipe(duplex=False)
-            answer_reader, answer_writer = context.Pipe(duplex=False)
-            shares = [self.share(job, w + 1) for job in jobs]
-            process = context.Process(
-                target=_worker_main,
-                args=(request_reader, answer_writer, paths, jobs, shares, kernel, self.x_memory.name,
-                      self.y_memory.name, w * self.region),
-                name=f"microqwen-worker-{w}",
-                daemon=True,
-            )  # fmt: skip
-            with _ctrl_c_held():
-                process.start()
-                request_reader.close()  # only the worker holds these ends now: if we die, it reads
-                answer_writer.close()  # the end of its requests, and if it dies, we read the end of its answers
-                self.processes.append(process)
-                self.requests.append(request_writer)
-                self.answers.append(answer_reader)
+    def _start(self, path: str, w: int, kernel: str | None) -> Worker:
+        """Start worker w; it loads its shares while the main process loads its own."""
+        request_reader, request_writer = os.pipe()
+        answer_reader, answer_writer = os.pipe()
+        theirs = (request_reader, answer_writer) + self.buffers.fds
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        boot = f"import sys; sys.path.insert(0, {package_parent!r}); import microqwen.workers as w; w.worker_main(sys.argv[1:])"
+        args = [path, kernel or "", str(w + 1), str(self.n_workers + 1), *map(str, theirs)]
+        try:
+            process = subprocess.Popen([sys.executable, "-c", boot, *args], pass_fds=theirs,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        except OSError as e:
+            for fd in (request_reader, request_writer, answer_reader, answer_writer):
+                os.close(fd)
+            raise WorkerError(f"cannot start worker {w} ({sys.executable}): {e.strerror}") from None
+        os.close(request_reader)  # only the worker holds these ends now: if we die, it reads the end of its
+        os.close(answer_writer)  # requests, and if it dies, we read the end of its answers
+        return Worker(process, request_writer, answer_reader)
 
-    def __call__(self, job: str, xs: Sequence[Vector]) -> list[list[float]]:
-        """[W x for x in xs] for the job's W, its rows computed by all processes together."""
-        if self.closed:
-            raise WorkerError("the worker pool is closed")
-        index, spec = self.jobs[job]
-        ys: list[list[float]] = []
-        for start in range(0, len(xs), MAX_TOKENS):
-            ys += self._run(index, spec, xs[start : start + MAX_TOKENS])
-        return ys
-
-    def _run(self, index: int, job: Job, xs: Sequence[Vector]) -> list[list[float]]:
-        for t, x in enumerate(xs):
-            _write(self.x_memory, t * job.cols, x)
+    def run(self, job: Job, xs: Sequence[Vector]) -> list[list[float]]:
+        """[W x for x in xs] for the job's W (T <= TOKENS_PER_PASS), its rows computed by all processes together."""
+        self._check_open()
+        index = self.index[job.name]
+        x, y = self.buffers.x, self.buffers.y
+        for t, vector in enumerate(xs):
+            _write(x, t * job.cols, vector)
         self._send_all(RUN, index, len(xs), job.name)
         ours = self.local[index].matmat(xs)  # [T, our rows], while the workers compute theirs
         self._wait_all(job.name)
         for w in range(self.n_workers):  # the workers' rows follow ours, worker by worker
             start, stop = self.share(job, w + 1)
-            for t, y in enumerate(ours):
-                y += _read(self.y_memory, w * self.region + t * (stop - start), stop - start)
+            for t, row in enumerate(ours):
+                row += _read(y, w * self.buffers.region + t * (stop - start), stop - start)
         return ours
 
-    def kernel_rates(self, job: str, seconds: float) -> list[float]:
+    def kernel_rates(self, job: Job, seconds: float) -> list[float]:
         """Every process times its kernel on its share of `job`, all at once: multiply-adds/s each."""
-        index, spec = self.jobs[job]
-        doing = f"timing the kernel on {spec.name}"
+        self._check_open()
+        index = self.index[job.name]
+        doing = f"timing the kernel on {job.name}"
         self._send_all(BENCH, index, seconds, doing)
         ours = kernel_rate(self.local[index], seconds)
         return [ours] + self._wait_all(doing)
 
-    def _send_all(self, command: int, index: int, amount: float, doing: str) -> None:
-        """Send one request to every worker (answers come to `_wait_all`)."""
+    def _check_open(self) -> None:
         if self.closed:
             raise WorkerError("the worker pool is closed")
+
+    def _send_all(self, command: int, index: int, amount: float, doing: str) -> None:
+        """Send one request to every worker (answers come to `_wait_all`)."""
         self.sequence += 1
         frame = REQUEST.pack(self.sequence, command, index, amount)
-        for w, requests in enumerate(self.requests):
+        for w, worker in enumerate(self.workers):
             try:
-                _write_frame(requests, frame)
+                os.write(worker.requests, frame)
             except OSError:  # its end of the pipe is closed: the worker is gone
                 self._fail(w, doing)
 
     def _wait_all(self, doing: str) -> list[float]:
         """Wait until every worker has answered the current request; a death is a WorkerError."""
         answers = [0.0] * self.n_workers
-        waiting = set(range(self.n_workers))
+        waiting = {worker.answers: w for w, worker in enumerate(self.workers)}
         deadline = time.perf_counter() + SPIN_SECONDS
-        while waiting and time.perf_counter() < deadline:  # poll first: waking up costs more
-            for w in [w for w in waiting if self.answers[w].poll()]:
-                sequence, value = self._answer(w, doing)
-                if sequence == self.sequence:
-                    answers[w] = value
-                    waiting.discard(w)
         while waiting:
-            events: dict[Any, tuple[str, int]] = {}
-            for w in waiting:
-                events[self.answers[w]] = ("answer", w)
-                events[self.processes[w].sentinel] = ("exit", w)
-            for ready in wait(list(events), timeout=1.0):
-                kind, w = events[ready]
-                if w not in waiting:
-                    continue
-                if kind == "exit" and not self.answers[w].poll():
-                    self._fail(w, doing)
+            spinning = time.perf_counter() < deadline  # poll first: waking up costs more
+            for fd in select.select(list(waiting), [], [], 0.0 if spinning else 1.0)[0]:
+                w = waiting[fd]
                 sequence, value = self._answer(w, doing)
                 if sequence == self.sequence:  # else: a late answer to an interrupted request
                     answers[w] = value
-                    waiting.discard(w)
+                    del waiting[fd]
         return answers
 
     def _answer(self, w: int, doing: str) -> tuple[int, float]:
         """Read one answer from worker w: (the request's sequence number, its value)."""
         try:
-            frame = _read_frame(self.answers[w], ANSWER_FRAME)
+            frame = _read_frame(self.workers[w].answers, ANSWER_FRAME)
         except (EOFError, OSError):
             self._fail(w, doing)
         sequence, failed, value = ANSWER.unpack_from(frame)
@@ -217,13 +244,13 @@ class WorkerPool:
         return sequence, value
 
     def _fail(self, w: int, doing: str) -> NoReturn:
-        process = self.processes[w]
-        process.join(timeout=1.0)
-        code = process.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-        if doing == LOADING and code == 1:  # it died before it could report: it never got to run our code
-            how += (" before it started (a script that calls microqwen.load(..., workers=N) must guard its"
-                    " top level with `if __name__ == \"__main__\":`, as multiprocessing requires)")
+        """Worker w is gone: stop the others, and say how it ended."""
+        process = self.workers[w].process
+        try:
+            code = process.wait(timeout=1.0)
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        except subprocess.TimeoutExpired:
+            how = "closed its pipe"
         self.close()
         raise WorkerError(f"worker {w} (pid {process.pid}) {how} while {doing}")
 
@@ -239,94 +266,59 @@ class WorkerPool:
         try:
             self._stop_workers()
         finally:
-            _free(self.x_memory)
-            _free(self.y_memory)
+            self.buffers.close()
 
     def _stop_workers(self) -> None:
-        for requests in self.requests:
+        for worker in self.workers:
             try:
-                _write_frame(requests, REQUEST.pack(0, STOP, 0, 0.0))
+                os.write(worker.requests, REQUEST.pack(0, STOP, 0, 0.0))
             except OSError:
                 pass  # that worker is already gone
         deadline = time.monotonic() + 5.0
-        for process in self.processes:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for connection in self.requests + self.answers:
-            connection.close()
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+        for worker in self.workers:
+            os.close(worker.requests)
+            os.close(worker.answers)
 
 
-def _free(memory: SharedMemory) -> None:
-    """Remove the segment's name first (so nothing is left in /dev/shm), then unmap it.
+# ------------------------------------------------------------------ in the worker process
 
-    Unmapping fails with BufferError while a view of it is alive, e.g. one held by the traceback
-    of an interrupted step; the mapping then goes when that view does.
+
+def worker_main(argv: Sequence[str]) -> None:
+    """A worker's whole life: load its rows of every job, then run jobs until told to stop.
+
+    `argv`: the model path, the kernel ('' for the default), its share number, the number of
+    shares, and four descriptors: its request pipe, its answer pipe, the x and y buffers.
     """
-    memory.unlink()
-    try:
-        memory.close()
-    except BufferError:
-        pass
-
-
-@contextlib.contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold back SIGINT while a worker starts, and until it is on our list of workers.
-
-    A new process inherits the blocked signal through exec, so a Ctrl-C sent to the whole process
-    group (as a terminal does) cannot interrupt a worker still importing microqwen, before it
-    ignores SIGINT, and print its traceback. Here the held-back Ctrl-C is delivered on the way out.
-    """
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def _worker_main(
-    requests: Connection, answers: Connection, paths: list[str], jobs: list[Job], shares: list[tuple[int, int]],
-    kernel: str | None, x_name: str, y_name: str, y_base: int,
-) -> None:  # fmt: skip
-    """A worker's whole life: load its rows of every job, then run jobs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    memories: list[SharedMemory] = []
+    path, kernel, share, shares = argv[0], argv[1] or None, int(argv[2]), int(argv[3])
+    requests, answers, x_fd, y_fd = (int(fd) for fd in argv[4:8])
     try:
-        memories += [SharedMemory(name=x_name), SharedMemory(name=y_name)]
-        with Checkpoint([SafetensorsFile(path) for path in paths]) as checkpoint:
-            matrices = _load_shares(checkpoint, jobs, shares, kernel)
-        _write_frame(answers, _answer_frame(0, 0.0))
-        _serve(requests, answers, jobs, shares, matrices, memories[0], memories[1], y_base)
+        config, weights = open_model(path)
+        jobs = linear_jobs(config)
+        with weights:
+            ranges = [row_ranges(job.rows, shares)[share] for job in jobs]
+            matrices = [load_share(weights, job, start, stop, kernel) for job, (start, stop) in zip(jobs, ranges)]
+        buffers = Buffers(jobs, shares, (x_fd, y_fd))
+        os.write(answers, _answer_frame(0, 0.0))
+        _serve(requests, answers, jobs, ranges, matrices, buffers, (share - 1) * buffers.region)
     except (EOFError, BrokenPipeError):
         pass  # the main process is gone: so are we
     except BaseException:
         error = traceback.format_exc(limit=3).strip().splitlines()[-1]
         try:
-            _write_frame(answers, _answer_frame(-1, 0.0, error))
+            os.write(answers, _answer_frame(-1, 0.0, error))
         except OSError:
             pass
-    finally:
-        for memory in memories:
-            memory.close()
 
 
-def _load_shares(checkpoint: Checkpoint, jobs: list[Job], shares: list[tuple[int, int]], kernel: str | None) -> list[Matrix]:
-    """Rows [start, stop) of every job, read from the file into the kernel's form."""
-    return [
-        load_matrix(read_rows(checkpoint, job, start, stop), stop - start, job.cols, kernel)
-        for job, (start, stop) in zip(jobs, shares)
-    ]
-
-
-def _serve(
-    requests: Connection, answers: Connection, jobs: list[Job], shares: list[tuple[int, int]],
-    matrices: list[Matrix], x_memory: SharedMemory, y_memory: SharedMemory, y_base: int,
-) -> None:  # fmt: skip
+def _serve(requests: int, answers: int, jobs: list[Job], ranges: list[tuple[int, int]], matrices: list[Matrix],
+           buffers: Buffers, y_base: int) -> None:  # fmt: skip
     """Answer requests: run a job (x from shared memory, our rows of y back), or time the kernel.
 
     Our rows of y go to our own region of the output buffer, from float `y_base` on, token after
@@ -335,19 +327,19 @@ def _serve(
     """
     while True:
         deadline = time.perf_counter() + SPIN_SECONDS
-        while not requests.poll() and time.perf_counter() < deadline:
+        while not select.select([requests], [], [], 0.0)[0] and time.perf_counter() < deadline:
             pass  # poll a little while: the next request usually comes within a millisecond
         sequence, command, index, amount = REQUEST.unpack(_read_frame(requests, REQUEST.size))
         if command == STOP:
             return
         if command == BENCH:
-            _write_frame(answers, _answer_frame(sequence, kernel_rate(matrices[index], amount)))
+            os.write(answers, _answer_frame(sequence, kernel_rate(matrices[index], amount)))
             continue
-        job, (start, stop) = jobs[index], shares[index]
-        xs = [_read(x_memory, t * job.cols, job.cols) for t in range(int(amount))]
+        job, (start, stop) = jobs[index], ranges[index]
+        xs = [_read(buffers.x, t * job.cols, job.cols) for t in range(int(amount))]
         for t, y in enumerate(matrices[index].matmat(xs)):
-            _write(y_memory, y_base + t * (stop - start), y)
-        _write_frame(answers, _answer_frame(sequence, 0.0))
+            _write(buffers.y, y_base + t * (stop - start), y)
+        os.write(answers, _answer_frame(sequence, 0.0))
 
 
 def _answer_frame(sequence: int, value: float, error: str | None = None) -> bytes:
@@ -356,14 +348,9 @@ def _answer_frame(sequence: int, value: float, error: str | None = None) -> byte
     return ANSWER.pack(sequence, error is not None, value) + message.ljust(ANSWER_FRAME - ANSWER.size, b"\0")
 
 
-def _write_frame(connection: Connection, frame: bytes) -> None:
-    """One write(2) of a whole frame (at most PIPE_BUF bytes, so the pipe delivers it whole)."""
-    os.write(connection.fileno(), frame)
-
-
-def _read_frame(connection: Connection, size: int) -> bytes:
+def _read_frame(fd: int, size: int) -> bytes:
     """One read(2) of one frame; EOFError when the other end is closed."""
-    frame = os.read(connection.fileno(), size)
+    frame = os.read(fd, size)
     if len(frame) != size:
         raise EOFError("the other end of the pipe is closed")
     return frame
@@ -380,16 +367,14 @@ def kernel_rate(matrix: Matrix, seconds: float) -> float:
     return calls * matrix.rows * matrix.cols / (time.perf_counter() - start)
 
 
-def _write(memory: SharedMemory, offset: int, values: Vector) -> None:
+def _write(memory: mmap.mmap, offset: int, values: Vector) -> None:
     """Store float64 values at float index `offset` of a shared buffer."""
-    assert memory.buf is not None
-    memory.buf[FLOAT * offset : FLOAT * (offset + len(values))] = array("d", values).tobytes()
+    memory[FLOAT * offset : FLOAT * (offset + len(values))] = array("d", values).tobytes()
 
 
-def _read(memory: SharedMemory, offset: int, count: int) -> list[float]:
+def _read(memory: mmap.mmap, offset: int, count: int) -> list[float]:
     """Load `count` float64 values from float index `offset` of a shared buffer."""
-    assert memory.buf is not None
     values = array("d")
-    with memory.buf[FLOAT * offset : FLOAT * (offset + count)] as view:  # released even if interrupted
-        values.frombytes(view)
+    values.frombytes(memory[FLOAT * offset : FLOAT * (offset + count)])
     return values.tolist()
+

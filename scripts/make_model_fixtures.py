@@ -14,8 +14,9 @@ For each model in MODELS this writes `tests/fixtures/models/<name>/`:
         input_ids I64 [T], logits F32 [T, V] (one batched causal pass), every trace point F32 for every
         position (names are the Hugging Face module paths without `model.`, see `trace_point_names`),
         greedy_ids I64 [16] and greedy_logits F32 [16, V] (generate with the KV cache),
-        rotary_emb.inv_freq F32 [head_dim / 2] (RoPE's frequencies, as the reference computes them), and
-        a __metadata__ of versions, seeds, scales and the statistics below.
+        rotary_emb.inv_freq F32 [head_dim / 2] (RoPE's frequencies, as the reference computes them),
+        ablated_logits F32 [T, V] (the batched pass with head ABLATED's slice of o_proj's input set to
+        zero by a PyTorch pre-hook), and a __metadata__ of versions, seeds, scales and the statistics below.
 
 How the reference is computed: random float32 weights are rounded to bfloat16 and saved; the saved
 directory is then LOADED back with `from_pretrained(dir, dtype=torch.float32, attn_implementation="eager")`
@@ -58,7 +59,7 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from microqwen.trace import point_names  # noqa: E402  (stdlib only: importable here too)
+from microqwen.model import point_names  # noqa: E402  (stdlib only: importable here too)
 
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "models")
 GREEDY_TOKENS = 16
@@ -210,8 +211,11 @@ def check_loaded(model: Qwen2ForCausalLM, fixture: FixtureModel) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Trace points (reusable for any Qwen2ForCausalLM)
 
-DERIVED_POINTS = ("self_attn.rope_q", "self_attn.rope_k", "self_attn.attn_weights")
-"""Points that are not a module's output: computed in a hook on self_attn."""
+DERIVED_POINTS = ("self_attn.rope_q", "self_attn.rope_k", "self_attn.attn_weights", "self_attn.attn_output")
+"""Points that are not a module's output: computed in a hook on self_attn, or o_proj's input."""
+
+ABLATED = (1, 1)
+"""(layer, head) whose slice of attn_output the `ablated_logits` pass sets to zero."""
 
 
 def trace_point_names(num_hidden_layers: int) -> list[str]:
@@ -228,6 +232,7 @@ def trace_shapes(config: Qwen2Config, length: int) -> dict[str, tuple[int, ...]]
         "self_attn.k_proj": config.num_key_value_heads * head_dim,
         "self_attn.rope_k": config.num_key_value_heads * head_dim,
         "self_attn.v_proj": config.num_key_value_heads * head_dim,
+        "self_attn.attn_output": config.num_attention_heads * head_dim,
         "mlp.gate_proj": config.intermediate_size,
         "mlp.up_proj": config.intermediate_size,
     }
@@ -247,7 +252,8 @@ def record_trace(model: Qwen2ForCausalLM, input_ids: torch.Tensor) -> tuple[torc
     Module outputs are caught with forward hooks (the decoder layer's own output for `layers.{i}`,
     not output_hidden_states, whose last entry is after the final norm). A hook on each self_attn
     module rotates the caught q_proj/k_proj outputs with transformers' `apply_rotary_pos_emb` and the
-    cos/sin that the model passed in, and keeps the eager softmax probabilities that self_attn returns.
+    cos/sin that the model passed in, and keeps the eager softmax probabilities that self_attn returns;
+    a pre-hook on o_proj keeps its input, the heads' outputs concatenated (`attn_output`).
     """
     config = model.config
     names = trace_point_names(config.num_hidden_layers)
@@ -262,6 +268,8 @@ def record_trace(model: Qwen2ForCausalLM, input_ids: torch.Tensor) -> tuple[torc
         for i, layer in enumerate(model.model.layers):
             hook = _keep_attention(trace, f"layers.{i}.self_attn", layer.self_attn.head_dim)
             handles.append(layer.self_attn.register_forward_hook(hook, with_kwargs=True))
+            keep_input = _keep_input(trace, f"layers.{i}.self_attn.attn_output")
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(keep_input))
         with torch.no_grad():
             logits = model(input_ids[None], use_cache=False).logits[0]
     finally:
@@ -276,6 +284,31 @@ def _keep_output(trace: dict[str, torch.Tensor], name: str) -> Any:
         trace[name] = tensor[0].detach().clone()  # drop the batch dimension: [T, width]
 
     return hook
+
+
+def _keep_input(trace: dict[str, torch.Tensor], name: str) -> Any:
+    def hook(module: torch.nn.Module, args: Any) -> None:
+        trace[name] = args[0][0].detach().clone()  # [T, heads * head_dim]
+
+    return hook
+
+
+def ablated_logits(model: Qwen2ForCausalLM, input_ids: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """The logits [T, V] of a batched pass with one head's output set to zero: its columns of o_proj's
+    input (a forward pre-hook replacing the input, as interpretability tools ablate a head)."""
+    head_dim = model.model.layers[layer].self_attn.head_dim
+
+    def zero_head(module: torch.nn.Module, args: Any) -> Any:
+        heads = args[0].clone()
+        heads[..., head * head_dim : (head + 1) * head_dim] = 0.0
+        return (heads,)
+
+    handle = model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(zero_head)
+    try:
+        with torch.no_grad():
+            return model(input_ids[None], use_cache=False).logits[0]
+    finally:
+        handle.remove()
 
 
 def _keep_attention(trace: dict[str, torch.Tensor], prefix: str, head_dim: int) -> Any:
@@ -482,9 +515,12 @@ def make_fixture(fixture: FixtureModel, out_dir: str) -> dict[str, float]:
     checks = check_consistency(model, trace, input_ids, greedy_ids, greedy_logits)
     assert max(checks.values()) < 1e-4, checks
     bugs = bug_sensitivity(model, input_ids, logits)
+    ablated = ablated_logits(model, input_ids, *ABLATED)
+    checks["ablation_max_logit_change"] = float((ablated - logits).abs().max())
+    assert checks["ablation_max_logit_change"] > 0.01, f"{fixture.name}: zeroing head {ABLATED} changes nothing"
 
     tensors = {"input_ids": input_ids, "logits": logits, "greedy_ids": greedy_ids, "greedy_logits": greedy_logits,
-               "rotary_emb.inv_freq": model.model.rotary_emb.inv_freq}  # fmt: skip
+               "rotary_emb.inv_freq": model.model.rotary_emb.inv_freq, "ablated_logits": ablated}  # fmt: skip
     tensors.update(trace)
     for name, shape in trace_shapes(model.config, fixture.prompt_length).items():
         assert tuple(tensors[name].shape) == shape, (name, tuple(tensors[name].shape), shape)
@@ -527,6 +563,7 @@ def _metadata(fixture: FixtureModel, stats: dict[str, float], checks: dict[str, 
                   "generator=torch.Generator().manual_seed(prompt_seed))",
         "scales": json.dumps(vars(fixture.scales), sort_keys=True),
         "greedy": f"generate(do_sample=False, max_new_tokens={GREEDY_TOKENS}, use_cache=True), output_logits",
+        "ablated": f"layers.{ABLATED[0]}.self_attn.head.{ABLATED[1]}: its slice of o_proj's input set to 0",
         "thresholds": json.dumps(THRESHOLDS, sort_keys=True),
     }
     metadata.update({key: repr(value) for key, value in stats.items()})

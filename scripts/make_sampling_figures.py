@@ -17,12 +17,12 @@ from typing import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from microqwen import model  # noqa: E402
 from microqwen.sampling import (  # noqa: E402
     Sampler,
     SamplingParams,
     apply_repetition_penalty,
     min_p_filter,
-    softmax_weights,
     top_k_ids,
     top_p_filter,
 )
@@ -45,7 +45,7 @@ def probabilities(ids: Sequence[int], weights: Sequence[float]) -> dict[int, flo
 
 
 def softmax(scores: Sequence[float], temperature: float = 1.0) -> dict[int, float]:
-    return probabilities(range(len(scores)), softmax_weights(scores, temperature))
+    return dict(enumerate(model.softmax(scores, temperature)))
 
 
 def escape(text: str) -> str:
@@ -133,7 +133,7 @@ def main() -> None:
     scores = apply_repetition_penalty(LOGITS, PROMPT, p.repetition_penalty)
     plain, penalised, scaled = softmax(LOGITS), softmax(scores), softmax(scores, p.temperature)
     ids = top_k_ids(scores, p.top_k)
-    weights = softmax_weights([scores[token] for token in ids], p.temperature)
+    weights = model.softmax([scores[token] for token in ids], p.temperature)
     after_k = probabilities(ids, weights)
     ids, weights = top_p_filter(ids, weights, p.top_p)
     after_p = probabilities(ids, weights)

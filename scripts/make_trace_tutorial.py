@@ -44,15 +44,15 @@ WORKERS = ["--workers", "2"]
 
 def plant(fault: str) -> None:
     """Replace one step of microqwen with a classic porting bug (tests/planted_bugs.py)."""
-    from microqwen import model
+    from microqwen import model, weights
     from tests import planted_bugs
 
     if fault == "interleaved-rope":
         model.RotaryEmbedding.rotate = planted_bugs.interleaved_rope  # type: ignore[method-assign]
     elif fault == "scores-times-sqrt-d":
-        model.attention = planted_bugs.attention_scores_times_sqrt_d
+        model.attention_weights = planted_bugs.attention_scores_times_sqrt_d
     elif fault == "offset-8":
-        model._read_floats = planted_bugs.embedding_read_8_bytes_late
+        weights.Weights.floats = planted_bugs.embedding_read_8_bytes_late  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown fault {fault}")
 

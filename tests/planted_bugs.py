@@ -7,11 +7,11 @@ operation; scripts/make_trace_tutorial.py plants them to show the same on the re
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
-from microqwen.kernels import dot
-from microqwen.model import KVCache, RotaryEmbedding, _read_floats, softmax
-from microqwen.safetensors import Checkpoint
+from microqwen.kernels import dots
+from microqwen.model import RotaryEmbedding, softmax
+from microqwen.weights import Weights
 
 
 def interleaved_rope(self: RotaryEmbedding, x: Sequence[float], pos: int, n_heads: int) -> list[float]:
@@ -27,30 +27,27 @@ def interleaved_rope(self: RotaryEmbedding, x: Sequence[float], pos: int, n_head
     return out
 
 
-def attention_scores_times_sqrt_d(q: Sequence[float], cache: KVCache, layer: int, n_heads: int) -> Any:
-    """Attention with the scores multiplied by sqrt(head_dim), where they must be divided by it."""
-    _, kv_heads, head_dim = cache.shape
-    n_rep = n_heads // kv_heads
-    out: list[float] = []
-    weights = []
+def attention_scores_times_sqrt_d(q: Sequence[float], keys: Sequence[Sequence[Sequence[float]]], n_heads: int,
+                                  visible: int) -> list[float]:  # fmt: skip
+    """`microqwen.model.attention_weights` with the scores multiplied by sqrt(head_dim), where they must be divided."""
+    head_dim = len(q) // n_heads
+    n_rep = n_heads // len(keys)
+    weights: list[float] = []
     for j in range(n_heads):
-        g = j // n_rep
-        q_j = q[j * head_dim : (j + 1) * head_dim]
-        a = softmax([dot(q_j, k) * math.sqrt(head_dim) for k in cache.keys[layer][g]])
-        out += [dot(a, column) for column in cache.values_t[layer][g]]
-        weights.append(a)
-    return out, weights
+        scores = dots(q[j * head_dim : (j + 1) * head_dim], keys[j // n_rep][:visible])
+        weights += softmax([s * math.sqrt(head_dim) for s in scores])
+    return weights
 
 
-def embedding_read_8_bytes_late(checkpoint: Checkpoint, name: str, first: int = 0, count: int | None = None) -> list[float]:
-    """The embedding row read from 8 + N + begin + 8: the header-length field counted twice.
+def embedding_read_8_bytes_late(self: Weights, name: str, first: int = 0, count: int | None = None) -> list[float]:
+    """An embedding row read from 8 + N + begin + 8: the header-length field counted twice.
 
     8 bytes are 4 bfloat16 values, so every row starts 4 values late. (A drop-in for
-    `microqwen.model._read_floats`, which reads the norms too; only the embedding gets the bug.)
+    `microqwen.weights.Weights.floats`, which reads the norms too; only the embedding gets the bug.)
     """
     late = 4 if name == "model.embed_tokens.weight" else 0
-    return READ_FLOATS(checkpoint, name, first + late, count)
+    return READ_FLOATS(self, name, first + late, count)
 
 
-READ_FLOATS = _read_floats
-"""The correct function, which the planted bug calls."""
+READ_FLOATS = Weights.floats
+"""The correct method, which the planted bug calls."""

@@ -19,7 +19,7 @@ from array import array
 from typing import Dict, List, Sequence, Tuple, Union
 
 from microqwen.config import Config
-from microqwen.trace import point_names
+from microqwen.model import point_names
 from microqwen.safetensors import SafetensorsFile
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "models"
@@ -90,6 +90,7 @@ def trace_shapes(config: Config, length: int) -> dict[str, tuple[int, ...]]:
         "self_attn.k_proj": config.kv_size,
         "self_attn.rope_k": config.kv_size,
         "self_attn.v_proj": config.kv_size,
+        "self_attn.attn_output": config.q_size,
         "mlp.gate_proj": config.intermediate_size,
         "mlp.up_proj": config.intermediate_size,
     }

@@ -24,7 +24,7 @@ def test_reads_the_real_qwen2_5_config() -> None:
     assert (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.n_rep) == (14, 2, 64, 7)
     assert (c.q_size, c.kv_size, c.vocab_size) == (896, 128, 151936)
     assert c.rope_theta == 1e6 and c.rms_norm_eps == 1e-6 and c.tie_word_embeddings
-    assert c.eos_token_ids == (151645,) and c.bos_token_id == 151643
+    assert c.eos_token_ids == (151645,)
 
 
 def test_expected_tensors_of_the_real_model_match_the_published_counts() -> None:
@@ -68,7 +68,6 @@ BAD = [
     ({"hidden_size": 18}, "hidden_size 18 is not a multiple of num_attention_heads 4"),
     ({"head_dim": 5}, "head_dim 5 must be even"),
     ({"eos_token_id": [2, "x"]}, "eos_token_id must be a token id or a list of them"),
-    ({"bos_token_id": -1}, "bos_token_id must be a token id or null"),
     ({"model_type": "llama"}, "model_type 'llama' is not 'qwen2'"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
     ({"rope_scaling": {"type": "yarn"}}, "rope_scaling .* is not supported"),

@@ -1,9 +1,9 @@
 """Fault injection: killed workers, Ctrl-C at every stage, full disks and dropped connections.
 
 Each fault must end cleanly: a one-line error (or "interrupted", exit 130), and nothing left
-behind: no worker process, no shared-memory segment of that pool (`/dev/shm/psm_*`, looked up by
-the pool's own names, since other test runs share /dev/shm), no partial file outside the
-`.incomplete` blob a download resumes from.
+behind: no worker process, no process still holding that pool's shared memory (its two memfd
+buffers, looked up by their inodes), no partial file outside the `.incomplete` blob a download
+resumes from.
 
 - a worker is SIGKILLed at a random moment while the model loads, prefills or decodes;
 - `generate --workers 2` gets Ctrl-C (SIGINT to its process group, as a terminal sends it)
@@ -41,7 +41,7 @@ from microqwen.model import load
 
 from .fuzzing import LONG
 from .test_hub import REPO, FakeHub, Handler, HubServer, assert_snapshot_is_sound, etag_of, home, hub
-from .test_workers import assert_nothing_left
+from .test_workers import MEMFD, assert_nothing_left
 from .tiny_model import write_byte_tokenizer, write_tiny_model
 
 __all__ = ["home", "hub"]  # the Hub fixtures, shared with test_hub.py
@@ -76,7 +76,7 @@ class Killer(threading.Thread):
             time.sleep(0.001)
         time.sleep(self.delay)
         while time.monotonic() < deadline and self.progress["phase"] != "done":
-            processes = self.pools[-1].processes if self.pools else []
+            processes = self.pools[-1].workers if self.pools else []
             if len(processes) > self.victim:
                 os.kill(processes[self.victim].pid, signal.SIGKILL)
                 self.killed = (processes[self.victim].pid, self.progress["phase"])
@@ -85,8 +85,9 @@ class Killer(threading.Thread):
 
 
 def run_with_a_killer(model_dir: pathlib.Path, phase: str, delay: float, victim: int,
-                      monkeypatch: pytest.MonkeyPatch) -> tuple[Killer, str | None, list[Any]]:  # fmt: skip
-    """Load, prefill and decode while a Killer strikes; return it, the WorkerError's message, the pool.
+                      monkeypatch: pytest.MonkeyPatch) -> tuple[Killer, str | None, list[Any], list[int]]:  # fmt: skip
+    """Load, prefill and decode while a Killer strikes; return it, the WorkerError's message, the pools,
+    and the inodes of the shared buffers made.
 
     The error's frames are cleared at once: CPython 3.12.1 was seen to crash (SIGSEGV) when the
     garbage collector later freed the cycle of those frames and the dead pool (see docs/hardening.md).
@@ -99,6 +100,15 @@ def run_with_a_killer(model_dir: pathlib.Path, phase: str, delay: float, victim:
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(workers_module.WorkerPool, "__init__", recording)
+    inodes: list[int] = []
+    shared_file = workers_module._shared_file
+
+    def noted(size: int) -> int:
+        fd = shared_file(size)
+        inodes.append(os.fstat(fd).st_ino)
+        return fd
+
+    monkeypatch.setattr(workers_module, "_shared_file", noted)
     progress = {"phase": ""}
     killer = Killer(pools, progress, phase, delay, victim)
     killer.start()
@@ -117,22 +127,22 @@ def run_with_a_killer(model_dir: pathlib.Path, phase: str, delay: float, victim:
     finally:
         progress["phase"] = "done"
         killer.join()
-    return killer, error, pools
+    return killer, error, pools, inodes
 
 
-def check_killed_run(killer: Killer, error: str | None, pools: list[Any]) -> None:
+def check_killed_run(killer: Killer, error: str | None, pools: list[Any], inodes: list[int]) -> None:
     pool = pools[-1]
     if killer.killed is not None and killer.killed[1] != "done":
         assert error is not None, f"worker {killer.killed} killed during {killer.killed[1]}, and no WorkerError"
         assert re.fullmatch(r"worker \d \(pid \d+\) was killed by signal 9 while .*", error), error
-    assert_nothing_left([p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name])
+    assert_nothing_left([w.pid for w in pool.workers], inodes)
 
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_a_worker_killed_during_each_phase(medium: pathlib.Path, phase: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    killer, error, pools = run_with_a_killer(medium, phase, 0.02, 1, monkeypatch)
+    killer, error, pools, inodes = run_with_a_killer(medium, phase, 0.02, 1, monkeypatch)
     assert killer.killed is not None and killer.killed[1] == phase
-    check_killed_run(killer, error, pools)
+    check_killed_run(killer, error, pools, inodes)
 
 
 @pytest.mark.skipif(not LONG, reason="long profile only: MICROQWEN_FUZZ=long")
@@ -141,15 +151,15 @@ def test_workers_killed_at_random_moments(medium: pathlib.Path, monkeypatch: pyt
     for run in range(40):
         phase, delay, victim = rng.choice(PHASES), rng.uniform(0.0, 0.3), rng.randrange(2)
         with monkeypatch.context() as patch:
-            killer, error, pools = run_with_a_killer(medium, phase, delay, victim, patch)
-        check_killed_run(killer, error, pools)
+            killer, error, pools, inodes = run_with_a_killer(medium, phase, delay, victim, patch)
+        check_killed_run(killer, error, pools, inodes)
 
 
 # --- Ctrl-C: the command line ----------------------------------------------------------------------
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (worker processes, and multiprocessing's resource tracker)."""
+    """The processes whose parent is `pid`."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -166,18 +176,18 @@ def workers_of(pid: int) -> list[int]:
     def is_worker(child: int) -> bool:
         try:
             with open(f"/proc/{child}/cmdline", "rb") as f:
-                return b"spawn_main" in f.read()
+                return b"microqwen.workers" in f.read()
         except OSError:
             return False
 
     return [child for child in children(pid) if is_worker(child)]
 
 
-def shm_names(pid: int) -> set[str]:
-    """The shared-memory segments a process has mapped (its pool's psm_* names)."""
+def shared_memory(pid: int) -> set[int]:
+    """The inodes of the pool buffers a process has mapped."""
     try:
         with open(f"/proc/{pid}/maps") as maps:
-            return set(re.findall(r"/dev/shm/(psm_\w+)", maps.read()))
+            return {int(line.split()[4]) for line in maps if MEMFD in line}
     except OSError:
         return set()
 
@@ -193,7 +203,7 @@ class Cli:
         self.stdout = b""
         self.stderr = b""
         self.pids: set[int] = set()
-        self.shm: set[str] = set()
+        self.shm: set[int] = set()
 
     def poll(self, timeout: float = 0.01) -> None:
         """Read what is there, and note the workers and shared memory seen so far."""
@@ -209,7 +219,7 @@ class Cli:
             else:
                 self.stdout += os.read(self.process.stdout.fileno(), 65536)
         self.pids.update(workers_of(self.process.pid))
-        self.shm.update(shm_names(self.process.pid))
+        self.shm.update(shared_memory(self.process.pid))
 
     def wait_for(self, condition: Any, what: str, within: float = 60.0) -> None:
         deadline = time.monotonic() + within

@@ -85,6 +85,7 @@ def test_reference_has_every_trace_point_at_every_position(case: Case) -> None:
         "greedy_ids": (GREEDY_TOKENS,),
         "greedy_logits": (GREEDY_TOKENS, config.vocab_size),
         "rotary_emb.inv_freq": (config.head_dim // 2,),
+        "ablated_logits": (length, config.vocab_size),
     })  # fmt: skip
     assert {name: shape for name, (shape, _) in ref.items()} == expected
     assert all(len(values) == math.prod(shape) for shape, values in ref.values())

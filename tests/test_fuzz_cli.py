@@ -170,7 +170,7 @@ def test_no_arguments_and_an_unknown_command(places: dict[str, str]) -> None:
 # Inputs that once crashed the command line, with what they say now.
 REGRESSIONS = [
     (["bench", "--model", "{good}", "--workers", "0", "--decode-tokens", "0"], "--prompt-tokens and --decode-tokens must be 1 or more"),
-    (["bench", "--model", "{good}", "--workers", "0", "--prompt-tokens", "100000000"], "go past the context of 96 tokens"),
+    (["bench", "--model", "{good}", "--workers", "0", "--prompt-tokens", "100000000"], "go past the context limit of 96 tokens"),
     (["bench", "--model", "{good}", "--workers", "0", "--json", "{nodir}"], "cannot write"),
 ]
 

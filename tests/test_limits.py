@@ -4,8 +4,8 @@ Each run is a real `python -m microqwen` process with a timeout (never a hang), 
 wrapper that reports the peak resident memory of the command (`getrusage(RUSAGE_CHILDREN)`), so
 the memory is measured, not guessed. The outcome is a clear error or a correct result:
 
-- a 100,000-character prompt: refused before the model loads ("the prompt is 100000 tokens; the
-  context holds 512"), and in `chat` the message is refused and the next one answered;
+- a 100,000-character prompt: refused before the model loads ("100012 tokens from position 0 go past
+  the context limit of 512 tokens"), and in `chat` the message is refused and the next one answered;
 - `-n 1000000` with a 64-token context: generation stops at the end of the context;
 - 1 MB (quick profile) or 10 MB (long profile) of text through `tokenize`: the ids decode back to
   the same text.
@@ -58,7 +58,7 @@ def test_a_100000_character_prompt_is_refused_before_loading(chat_model: pathlib
     result, seconds, peak_mb = measured(["generate", "-m", str(chat_model), "-p", "-", "--workers", "2"], prompt, 120)
     stderr = result.stderr.decode()
     assert result.returncode == 2 and stderr.count("\n") == 1, stderr
-    assert "the prompt is 100012 tokens; the context holds 512" in stderr
+    assert "100012 tokens from position 0 go past the context limit of 512 tokens" in stderr
     assert seconds < 30 and peak_mb < 400, (seconds, peak_mb)
 
 
@@ -69,7 +69,8 @@ def test_a_100000_character_message_is_refused_and_the_chat_goes_on(chat_model: 
                                         session, 120)  # fmt: skip
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
-    assert re.search(r"microqwen: the conversation is 1000\d\d tokens, past the 512-token context", stderr)
+    assert re.search(r"microqwen: 1000\d\d tokens from position 0 go past the context limit of 512 tokens .*"
+                     r"/reset starts a new conversation", stderr)
     assert result.stdout.count(b"\n") == 2 and "prompt eval" in stderr  # the refusal's newline, then an answer
     assert seconds < 60 and peak_mb < 400, (seconds, peak_mb)
 

@@ -17,7 +17,7 @@ import pytest
 from microqwen.config import Config
 from microqwen.errors import ContextError, UsageError
 from microqwen.kernels import KERNELS
-from microqwen.model import KVCache, Qwen2Model, RotaryEmbedding, load, rmsnorm, silu, softmax
+from microqwen.model import KVCache, Qwen2ForCausalLM, RotaryEmbedding, load, rmsnorm, silu, softmax
 
 from .reference import (
     GREEDY_TOKENS, argmax, load_reference, max_difference, model_dirs, rows, token_ids, trace_point_names,
@@ -113,7 +113,7 @@ def test_context_limit_is_a_clear_error() -> None:
         with pytest.raises(ContextError, match="position 4 is past the context limit of 4 tokens"):
             model.forward(5, 4)
         model.reset()
-        with pytest.raises(ContextError, match="position 19 is past the context limit"):
+        with pytest.raises(ContextError, match="20 tokens from position 0 go past the context limit of 4 tokens"):
             model.prefill(list(range(20)))  # longer than a prefill block: refused before any block runs
         assert model.pos == 0
 
@@ -183,7 +183,7 @@ def test_rope_frequencies_are_the_references_bit_for_bit(path: pathlib.Path) -> 
 
 def test_model_is_a_context_manager_and_resets() -> None:
     with load(str(MODELS[0])) as model:
-        assert isinstance(model, Qwen2Model)
+        assert isinstance(model, Qwen2ForCausalLM)
         first = model.forward(5, 0)
         model.reset()
         assert model.pos == 0 and model.forward(5, 0) == first

@@ -22,18 +22,9 @@ from microqwen import cli
 from microqwen import model as model_module
 from microqwen.compare import compare_rows, read_reference
 from microqwen.errors import FormatError, UsageError
-from microqwen.model import RotaryEmbedding, load
-from microqwen.trace import (
-    Recorder,
-    Selection,
-    TraceSession,
-    matches,
-    parse_layers,
-    parse_points,
-    point_names,
-    summarize,
-    top_tokens,
-)
+from microqwen.model import RotaryEmbedding, load, point_names
+from microqwen.trace import Recorder, Selection, TraceSession, matches, parse_layers, parse_points, summarize, top_tokens
+from microqwen.weights import Weights
 
 from . import planted_bugs
 from .reference import (
@@ -335,8 +326,8 @@ def test_compare_with_the_reference_is_all_ok(model: pathlib.Path) -> None:
     "owner, attribute, fault, first",
     [
         (RotaryEmbedding, "rotate", planted_bugs.interleaved_rope, "layers.0.self_attn.rope_q"),
-        (model_module, "attention", planted_bugs.attention_scores_times_sqrt_d, "layers.0.self_attn.attn_weights"),
-        (model_module, "_read_floats", planted_bugs.embedding_read_8_bytes_late, "embed_tokens"),
+        (model_module, "attention_weights", planted_bugs.attention_scores_times_sqrt_d, "layers.0.self_attn.attn_weights"),
+        (Weights, "floats", planted_bugs.embedding_read_8_bytes_late, "embed_tokens"),
     ],
     ids=["interleaved-rope", "scores-times-sqrt-d", "offset-8"],
 )

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from microqwen.errors import WorkerError
-from microqwen.model import Qwen2Model, load
+from microqwen.model import Qwen2ForCausalLM, load
 from microqwen.workers import WorkerPool, row_ranges
 
 from .tiny_model import write_tiny_model
@@ -28,28 +28,50 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=1)
 
 
-def logits_of(model: Qwen2Model) -> list[list[float]]:
+def logits_of(model: Qwen2ForCausalLM) -> list[list[float]]:
     return [model.forward(token, pos) for pos, token in enumerate(PROMPT)]
 
 
-def pool_of(model: Qwen2Model) -> WorkerPool:
-    assert isinstance(model.linear, WorkerPool)
-    return model.linear
+def pool_of(model: Qwen2ForCausalLM) -> WorkerPool:
+    assert isinstance(model.engine, WorkerPool)
+    return model.engine
 
 
-def shm_exists(name: str) -> bool:
-    return os.path.exists(f"/dev/shm/{name.lstrip('/')}")
+MEMFD = "/memfd:microqwen-activations"
+"""How the pool's shared buffers appear in /proc/<pid>/maps and /proc/<pid>/fd (os.memfd_create's name)."""
 
 
-def assert_nothing_left(pids: list[int], shm_names: list[str], within: float = 10.0) -> None:
+def pool_memory(pool: WorkerPool) -> list[int]:
+    """The inode numbers of the pool's two shared buffers (while it is open)."""
+    return [os.fstat(fd).st_ino for fd in pool.buffers.fds]
+
+
+def memory_in_use(inodes: list[int]) -> list[int]:
+    """Those of `inodes` that any process on the machine still maps or holds open."""
+    found: set[int] = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/maps") as maps:
+                found.update(int(line.split()[4]) for line in maps if MEMFD in line)
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                if MEMFD in os.readlink(f"/proc/{entry}/fd/{fd}"):
+                    found.add(os.stat(f"/proc/{entry}/fd/{fd}").st_ino)
+        except OSError:  # the process ended while we looked, or is not ours to read
+            pass
+    return sorted(found & set(inodes))
+
+
+def assert_nothing_left(pids: list[int], inodes: list[int], within: float = 10.0) -> None:
+    """No worker process alive, and no process holding the pool's shared memory (the kernel then frees it)."""
+    assert inodes, "no shared memory to look for"
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         alive = [pid for pid in pids if _alive(pid)]
-        leaked = [name for name in shm_names if shm_exists(name)]
-        if not alive and not leaked:
+        held = memory_in_use(inodes)
+        if not alive and not held:
             return
         time.sleep(0.1)
-    raise AssertionError(f"left behind: processes {alive}, shared memory {leaked}")
+    raise AssertionError(f"left behind: processes {alive}, shared memory {held}")
 
 
 def _alive(pid: int) -> bool:
@@ -83,52 +105,51 @@ def test_results_do_not_depend_on_the_worker_count(tiny: pathlib.Path) -> None:
             assert model.prefill(PROMPT) == expected[-1]
 
 
-def test_context_manager_stops_workers_and_unlinks_memory(tiny: pathlib.Path) -> None:
+def test_context_manager_stops_workers_and_frees_memory(tiny: pathlib.Path) -> None:
     with load(str(tiny), workers=2) as model:
         pool = pool_of(model)
-        pids = [p.pid for p in pool.processes]
-        names = [pool.x_memory.name, pool.y_memory.name]
-        assert all(_alive(pid) for pid in pids) and all(shm_exists(n) for n in names)
+        pids, inodes = [w.pid for w in pool.workers], pool_memory(pool)
+        assert all(_alive(pid) for pid in pids) and memory_in_use(inodes) == sorted(inodes)
         model.forward(3, 0)
-    assert_nothing_left(pids, names)
+    assert_nothing_left(pids, inodes)
 
 
 def test_an_exception_in_the_with_block_cleans_up(tiny: pathlib.Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with load(str(tiny), workers=2) as model:
             pool = pool_of(model)
-            pids, names = [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]
+            pids, inodes = [w.pid for w in pool.workers], pool_memory(pool)
             raise RuntimeError("boom")
-    assert_nothing_left(pids, names)
+    assert_nothing_left(pids, inodes)
 
 
 def test_a_failure_after_the_workers_started_stops_them(tiny: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[WorkerPool, list[int], list[str]]] = []
+    started: list[tuple[WorkerPool, list[int], list[int]]] = []
 
-    def fail(self: Qwen2Model, config: object, checkpoint: object, pool: WorkerPool, max_context: int) -> None:
-        started.append((pool, [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]))
+    def fail(self: Qwen2ForCausalLM, config: object, weights: object, pool: WorkerPool, max_context: int) -> None:
+        started.append((pool, [w.pid for w in pool.workers], pool_memory(pool)))
         raise KeyboardInterrupt  # Ctrl-C while the model reads its norms
 
-    monkeypatch.setattr(Qwen2Model, "__init__", fail)
+    monkeypatch.setattr(Qwen2ForCausalLM, "__init__", fail)
     with pytest.raises(KeyboardInterrupt):
         load(str(tiny), workers=2)
-    pool, pids, names = started[0]
-    assert_nothing_left(pids, names)
+    pool, pids, inodes = started[0]
+    assert_nothing_left(pids, inodes)
     with pytest.raises(WorkerError, match="the worker pool is closed"):
-        pool("layers.0.self_attn.o_proj", [[0.0] * 16])
+        pool.run(pool.jobs[1], [[0.0] * pool.jobs[1].cols])
 
 
 def test_a_killed_worker_is_an_error_not_a_hang(tiny: pathlib.Path) -> None:
     model = load(str(tiny), workers=2)
     pool = pool_of(model)
-    pids, names = [p.pid for p in pool.processes], [pool.x_memory.name, pool.y_memory.name]
+    pids, inodes = [w.pid for w in pool.workers], pool_memory(pool)
     os.kill(pids[1], signal.SIGKILL)
     start = time.monotonic()
     with pytest.raises(WorkerError, match=r"worker 1 \(pid \d+\) was killed by signal 9 while"):
         for pos, token in enumerate(PROMPT):
             model.forward(token, pos)
     assert time.monotonic() - start < 5.0
-    assert_nothing_left(pids, names)
+    assert_nothing_left(pids, inodes)
     model.close()  # closing again is harmless
 
 
@@ -169,49 +190,65 @@ def run_script(body: str, *args: str) -> subprocess.Popen[str]:
 
 
 STARTER = """
-    import sys, time
+    import os, sys, time
     from microqwen.model import load
-    if __name__ == "__main__":
-        model = load(sys.argv[1], workers=2)
-        pool = model.linear
-        print(" ".join(str(p.pid) for p in pool.processes), pool.x_memory.name, pool.y_memory.name, flush=True)
-        model.forward(3, 0)
-        {ending}
+    model = load(sys.argv[1], workers=2)
+    pool = model.engine
+    print(*[w.pid for w in pool.workers], *[os.fstat(fd).st_ino for fd in pool.buffers.fds], flush=True)
+    model.forward(3, 0)
+    {ending}
 """
 
 
-def started(process: subprocess.Popen[str]) -> tuple[list[int], list[str]]:
+def started(process: subprocess.Popen[str]) -> tuple[list[int], list[int]]:
     assert process.stdout is not None
     words = process.stdout.readline().split()
     assert len(words) == 4, process.communicate()
-    return [int(w) for w in words[:2]], words[2:]
+    return [int(w) for w in words[:2]], [int(w) for w in words[2:]]
 
 
 def test_workers_exit_when_the_main_process_is_killed(tiny: pathlib.Path) -> None:
     process = run_script(STARTER.format(ending="time.sleep(60)"), str(tiny))
-    pids, names = started(process)
+    pids, inodes = started(process)
     process.kill()
     process.wait()
-    assert_nothing_left(pids, names)
+    assert_nothing_left(pids, inodes)
 
 
 def test_interpreter_exit_without_close_cleans_up(tiny: pathlib.Path) -> None:
     process = run_script(STARTER.format(ending="print('done', flush=True)"), str(tiny))
-    pids, names = started(process)
+    pids, inodes = started(process)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0 and out.strip() == "done", err
     assert "leaked" not in err and "Traceback" not in err
-    assert_nothing_left(pids, names)
+    assert_nothing_left(pids, inodes)
 
 
-def test_unguarded_script_gets_a_hint(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+UNGUARDED = """
+import sys
+sys.path.insert(0, {root!r})
+import microqwen
+model = microqwen.load({model!r}, workers=1)
+print(model.forward(3, 0)[:4])
+model.close()
+"""
+
+
+def test_workers_start_from_a_script_without_a_main_guard(tiny: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """Spawned workers would re-run a script's top level; ours run only microqwen.workers."""
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    with load(str(tiny)) as model:
+        expected = str(model.forward(3, 0)[:4])
     script = tmp_path / "unguarded.py"
-    root = pathlib.Path(__file__).resolve().parent.parent
-    script.write_text(f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom microqwen.model import load\n"
-                      f"load({str(tiny)!r}, workers=1)\n")  # fmt: skip
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert 'guard its top level with `if __name__ == "__main__":`' in result.stderr
+    script.write_text(UNGUARDED.format(root=root, model=str(tiny)))
+    from_file = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    from_c = subprocess.run([sys.executable, "-c", script.read_text()], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)  # fmt: skip
+    from_repl = subprocess.run([sys.executable, "-i"], input=script.read_text(), capture_output=True, text=True,
+                               timeout=120, cwd=tmp_path)  # fmt: skip
+    for run in (from_file, from_c, from_repl):  # (PyPy's REPL writes its >>>> prompts to stdout)
+        assert run.returncode == 0 and expected in run.stdout, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr, run.stderr
 
 
 def test_negative_worker_count_is_refused(tiny: pathlib.Path) -> None:

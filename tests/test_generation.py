@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pytest
 
-from microqwen.generate import Conversation, StopStrings, Timings, generate
+from microqwen.generation import Conversation, StopStrings, Timings, generate
 from microqwen.model import load
 from microqwen.sampling import Sampler, SamplingParams
 from microqwen.tokenizer import Tokenizer
@@ -98,7 +98,7 @@ def test_a_missing_model_is_one_line() -> None:
 def test_a_prompt_longer_than_the_context_fails_before_loading(chat_model: pathlib.Path) -> None:
     result = run("generate", "-m", str(chat_model), "-p", "x" * 40, "--max-context", "16", "--workers", "2")
     assert result.returncode == 2
-    assert "the prompt is 40 tokens; the context holds 16" in result.stderr
+    assert "40 tokens from position 0 go past the context limit of 16 tokens" in result.stderr
     assert "load time" not in result.stderr
 
 
@@ -140,10 +140,12 @@ def test_stop_strings_hold_back_what_could_start_one() -> None:
 def test_generate_stops_at_eos_and_counts_tokens(chat_model: pathlib.Path) -> None:
     with load(str(chat_model)) as model:
         prompt = [72, 105]
-        free = [t.id for t in generate(model, prompt, GREEDY, 6, eos_token_ids=()) if t.id is not None]
+        model.eos_token_ids = ()
+        free = [t.id for t in generate(model, prompt, 6, GREEDY) if t.id is not None]
         model.reset()
         timings = Timings()
-        stopped = [t.id for t in generate(model, prompt, GREEDY, 6, eos_token_ids={free[2]}, timings=timings)]
+        model.eos_token_ids = (free[2],)
+        stopped = [t.id for t in generate(model, prompt, 6, GREEDY, timings=timings)]
     assert len(free) == 6 and stopped == free[: free.index(free[2])]
     assert timings.prompt_tokens == 2 and timings.generated_tokens == len(stopped)
 
@@ -152,7 +154,7 @@ def test_conversation_reuses_the_cache_and_survives_an_interrupted_answer(chat_m
     tokenizer = Tokenizer.from_dir(str(chat_model))
     with load(str(chat_model)) as model:
         timings = Timings()
-        chat = Conversation(model, tokenizer, GREEDY, eos_token_ids={258}, max_new_tokens=6, timings=timings)
+        chat = Conversation(model, GREEDY, max_new_tokens=6, timings=timings)
         first = "".join(t.text for t in chat.ask("Hello"))
         prompt_after_first = timings.prompt_tokens
         second = chat.ask("More")
@@ -164,7 +166,7 @@ def test_conversation_reuses_the_cache_and_survives_an_interrupted_answer(chat_m
         whole = tokenizer.encode(tokenizer.apply_chat_template(chat.messages[:-1]))
         assert new_tokens < len(whole) - len(tokenizer.encode(first))  # only the new turns were run
         model.reset()
-        fresh = Conversation(model, tokenizer, GREEDY, eos_token_ids={258}, max_new_tokens=6)
+        fresh = Conversation(model, GREEDY, max_new_tokens=6)
         fresh.messages = list(chat.messages[:-2])
         assert "".join(t.text for t in fresh.ask("Again")) == third  # same answer as from scratch
 
@@ -186,7 +188,7 @@ def test_the_penalty_counts_the_whole_conversation_also_the_cached_part(chat_mod
     tokenizer = Tokenizer.from_dir(str(chat_model))
     sampler = RecordingSampler()
     with load(str(chat_model)) as model:
-        chat = Conversation(model, tokenizer, sampler, eos_token_ids={258}, max_new_tokens=3)
+        chat = Conversation(model, sampler, max_new_tokens=3)
         list(chat.ask("Hello"))
         sampler.seen.clear()
         list(chat.ask("More"))

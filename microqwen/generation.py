@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Generator, Iterator, Sequence
 
-from .errors import ContextError, UsageError
-from .model import Qwen2Model
-from .sampling import Sampler
+from .errors import UsageError
+from .model import Hook, Qwen2ForCausalLM, check_context
+from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 
 
@@ -115,49 +115,63 @@ def _overlap(text: str, stop: str) -> int:
 
 
 def generate(
-    model: Qwen2Model,
-    prompt_ids: Sequence[int],
-    sampler: Sampler,
-    max_new_tokens: int,
-    eos_token_ids: Collection[int],
-    tokenizer: Tokenizer | None = None,
+    model: Qwen2ForCausalLM,
+    prompt: str | Sequence[int],
+    max_new_tokens: int = 256,
+    sampler: Sampler | None = None,
     stop: Collection[str] = (),
     timings: Timings | None = None,
     progress: Callable[[int, int], None] | None = None,
     cached_ids: Sequence[int] = (),
+    hook: Hook | None = None,
 ) -> Iterator[Token]:
-    """Continue `prompt_ids` after the tokens already in the model's KV cache; yield each new token.
+    """Continue `prompt` after the tokens already in the model's KV cache; yield each new token.
 
-    The prompt ids are appended to what the cache holds (call `model.reset()` first for a fresh
-    sequence); `cached_ids` are the ids the cache holds, which the repetition penalty counts as
-    part of the text, as the reference does with the whole input. Text is decoded with `tokenizer`
-    if given (else every `Token.text` is ''). The last generated token is not run through the
-    model: nothing would read its logits.
+    Args:
+        model: the model, with its `tokenizer` (to encode a text prompt and decode the tokens;
+            without one every `Token.text` is '') and its `eos_token_ids`.
+        prompt: a text, or token ids. They are appended to what the cache holds (call
+            `model.reset()` first for a fresh sequence).
+        max_new_tokens: stop after this many new tokens.
+        sampler: how to pick each token (default: the model's own `sampling` defaults, greedy
+            without them).
+        stop: stop when one of these strings appears in the text (it is not shown).
+        timings: add the prompt and generation times here.
+        progress: `progress(done, total)` while the prompt is evaluated.
+        cached_ids: the ids the cache already holds, which the repetition penalty counts as part of
+            the text, as the reference does with the whole input.
+        hook: the model's hook (`microqwen.model.Hook`) at every point of every position.
+
+    The last generated token is not run through the model: nothing would read its logits.
+
+    ```python
+    for token in generate(model, "Once upon a time", max_new_tokens=20):
+        print(token.text, end="", flush=True)
+    ```
     """
     if max_new_tokens < 0:
         raise UsageError(f"the number of new tokens (-n) must be 0 or more, got {max_new_tokens}")
-    if model.pos + len(prompt_ids) > model.max_context:
-        raise ContextError(
-            f"the prompt is {len(prompt_ids)} tokens and the context holds {model.max_context - model.pos} more"
-        )
+    tokenizer = model.tokenizer
+    prompt_ids = _encode(prompt, tokenizer)
+    sampler = sampler or Sampler(model.sampling or SamplingParams(temperature=0.0))
     timings = timings or Timings()
     history = list(cached_ids) + list(prompt_ids)
     decoder = StreamDecoder(tokenizer) if tokenizer else None
     stops = StopStrings(stop)
     start = time.perf_counter()
-    logits = model.prefill(prompt_ids, progress=progress)
+    logits = model.prefill(prompt_ids, hook, progress)
     timings.prompt_seconds += time.perf_counter() - start
     timings.prompt_tokens += len(prompt_ids)
     for count in range(max_new_tokens):
         start = time.perf_counter()
         token = sampler.sample(logits, history)
-        if token in eos_token_ids:
+        if token in model.eos_token_ids:
             break
         history.append(token)
         text = stops.feed(_piece(decoder, token)) if decoder else ""
         last = count + 1 == max_new_tokens or stops.stopped or model.pos == model.max_context
         if not last:
-            logits = model.forward(token, model.pos)
+            logits = model.forward(token, model.pos, hook)
         timings.generate_seconds += time.perf_counter() - start
         timings.generated_tokens += 1
         yield Token(token, text)
@@ -167,6 +181,15 @@ def generate(
         tail = stops.feed(decoder.flush()) + stops.flush()
         if tail:
             yield Token(None, tail)
+
+
+def _encode(prompt: str | Sequence[int], tokenizer: Tokenizer | None) -> list[int]:
+    """The prompt's ids: a text through the tokenizer, ids as they are."""
+    if not isinstance(prompt, str):
+        return list(prompt)
+    if tokenizer is None:
+        raise UsageError("a text prompt needs a tokenizer, and this model has none: give token ids")
+    return tokenizer.encode(prompt)
 
 
 def _piece(decoder: StreamDecoder, token: int) -> str:
@@ -179,13 +202,21 @@ class Conversation:
     """A chat whose history lives in the model's KV cache, turn after turn.
 
     Each `ask` renders the whole conversation with the chat template, keeps the cached
-    positions that still match its tokens, and prefills only the rest.
+    positions that still match its tokens, and prefills only the rest. The model must have a
+    tokenizer; `sampler` defaults to the model's own sampling defaults.
+
+    ```python
+    chat = Conversation(model)
+    print("".join(token.text for token in chat.ask("What is the capital of France?")))
+    ```
     """
 
-    def __init__(self, model: Qwen2Model, tokenizer: Tokenizer, sampler: Sampler, eos_token_ids: Collection[int],
-                 system: str | None = None, max_new_tokens: int = 512, timings: Timings | None = None) -> None:  # fmt: skip
-        self.model, self.tokenizer, self.sampler = model, tokenizer, sampler
-        self.eos_token_ids = eos_token_ids
+    def __init__(self, model: Qwen2ForCausalLM, sampler: Sampler | None = None, system: str | None = None,
+                 max_new_tokens: int = 512, timings: Timings | None = None) -> None:  # fmt: skip
+        if model.tokenizer is None:
+            raise UsageError("a conversation needs a tokenizer (with the chat template), and this model has none")
+        self.model, self.tokenizer = model, model.tokenizer
+        self.sampler = sampler or Sampler(model.sampling or SamplingParams(temperature=0.0))
         self.system = system
         self.max_new_tokens = max_new_tokens
         self.timings = timings or Timings()
@@ -210,15 +241,13 @@ class Conversation:
         """
         messages = self.messages + [{"role": "user", "content": text}]
         ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        if len(ids) >= self.model.max_context:
-            raise ContextError(f"the conversation is {len(ids)} tokens, past the {self.model.max_context}-token "
-                               "context; /reset starts a new one")  # fmt: skip
+        check_context(0, len(ids), self.model.max_context)  # before the message joins the history
         self.messages = messages
         keep = _common_prefix(self.cached, ids[:-1])  # at least one token must run, for its logits
         self.model.truncate(keep)
         answer: list[Token] = []
-        stream = generate(self.model, ids[keep:], self.sampler, self.max_new_tokens, self.eos_token_ids,
-                          self.tokenizer, timings=self.timings, progress=progress, cached_ids=ids[:keep])  # fmt: skip
+        stream = generate(self.model, ids[keep:], self.max_new_tokens, self.sampler, timings=self.timings,
+                          progress=progress, cached_ids=ids[:keep])  # fmt: skip
         try:
             for token in stream:
                 answer.append(token)
