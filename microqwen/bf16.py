@@ -106,5 +106,31 @@ def from_floats(values: Iterable[float]) -> bytes:
     return array("H", [float_to_bits(v) for v in values]).tobytes()
 
 
+def narrow(values: Iterable[float], truncate: bool = False) -> list[float]:
+    """Each value rounded to the nearest bfloat16 (as `float_to_bits`), and widened back to a float.
+
+    The same steps as `float_to_bits`, for many values at once: narrow them to float32 (an
+    `array('f')`), read their bits as an `array('I')`, and round the low 16 bits away. With
+    `truncate=True` they are dropped instead, the classic bug that pulls every value toward zero
+    (`microqwen.lab.mutations` plants it).
+
+    ```python
+    >>> narrow([1.0 + 2**-8 + 2**-20, -3.14159]), narrow([1.0 + 2**-8 + 2**-20, -3.14159], truncate=True)
+    ([1.0078125, -3.140625], [1.0, -3.140625])
+
+    ```
+    """
+    wide = array("I")
+    wide.frombytes(array("f", values).tobytes())
+    if truncate:
+        kept = array("I", [u & 0xFFFF0000 for u in wide])
+    else:
+        kept = array("I", [(0x7FC00000 if u & 0x7FFFFFFF > 0x7F800000 else (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000)
+                           for u in wide])  # fmt: skip
+    out = array("f")
+    out.frombytes(kept.tobytes())
+    return out.tolist()
+
+
 TABLE: list[float] = to_floats(array("H", range(65536)).tobytes()).tolist()
 """Every bfloat16 value, indexed by its bits: `TABLE[0x3FC0] == 1.5`."""

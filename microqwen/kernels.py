@@ -27,7 +27,7 @@ import math
 import operator
 import platform
 from array import array
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Type, Union
 
 from .bf16 import TABLE
 
@@ -222,9 +222,15 @@ def best_kernel() -> str:
     return "unrolled" if platform.python_implementation() == "PyPy" else "rows"
 
 
-def load_matrix(bits: array[int], rows: int, cols: int, kernel: str | None = None) -> Matrix:
+Kernel = Union[str, Type[Matrix], None]
+"""A kernel by name (None: the best here), or a `Matrix` class (a planted bug's, `microqwen.lab.mutations`)."""
+
+
+def load_matrix(bits: array[int], rows: int, cols: int, kernel: Kernel = None) -> Matrix:
     """W [rows, cols] from its bfloat16 bits (`array('H')`, row-major), in the form `kernel` wants.
 
     The default kernel is the best for this interpreter; `naive` and `unrolled` keep `bits` as it is.
     """
+    if isinstance(kernel, type):
+        return kernel(bits, rows, cols)
     return KERNELS[kernel or best_kernel()](bits, rows, cols)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from .config import Config
-from .kernels import Matrix, Vector, load_matrix
+from .kernels import Kernel, Matrix, Vector, load_matrix
 from .weights import Weights
 
 TOKENS_PER_PASS = 16
@@ -87,7 +87,7 @@ def _job(layers: list[str], sizes: list[int], cols: int) -> Job:
     return Job(tuple(layers), tuple(f"model.{layer}.weight" for layer in layers), tuple(sizes), cols)
 
 
-def load_share(weights: Weights, job: Job, start: int, stop: int, kernel: str | None) -> Matrix:
+def load_share(weights: Weights, job: Job, start: int, stop: int, kernel: Kernel) -> Matrix:
     """Rows [start, stop) of a job's stacked matrix, in the form `kernel` wants."""
     return load_matrix(weights.bits(job.tensors, start, stop), stop - start, job.cols, kernel)
 
@@ -107,7 +107,7 @@ class Engine(Protocol):
 class LocalEngine:
     """Every job's matrix in this process, in the form the chosen kernel wants (workers=0)."""
 
-    def __init__(self, weights: Weights, jobs: Sequence[Job], kernel: str | None = None) -> None:
+    def __init__(self, weights: Weights, jobs: Sequence[Job], kernel: Kernel = None) -> None:
         self.jobs = list(jobs)
         self.matrices = {job.name: load_share(weights, job, 0, job.rows, kernel) for job in jobs}
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from .config import Config
 from .errors import ContextError, HookError, UsageError
-from .kernels import KERNELS, Vector, dot, dots
+from .kernels import KERNELS, Kernel, Vector, dot, dots
 from .linear import TOKENS_PER_PASS, Engine, Job, Linear, LocalEngine, fused, fused_tokens, linear_jobs
 from .tokenizer import Tokenizer
 from .weights import Weights, open_model
@@ -268,15 +268,36 @@ def swiglu(gate: Vector, up: Vector) -> list[float]:
     return [silu(g) * u for g, u in zip(gate, up)]
 
 
+def compose_hooks(*hooks: Hook | None) -> Hook | None:
+    """One hook that runs `hooks` in order, each seeing the values as the ones before it left them.
+
+    The result replaces a value if any of them did (None if all the hooks are None).
+    """
+    chain = [hook for hook in hooks if hook is not None]
+    if len(chain) < 2:
+        return chain[0] if chain else None
+
+    def composed(name: str, pos: int, values: tuple[float, ...], shape: tuple[int, ...]) -> Sequence[float] | None:
+        replaced = None
+        for hook in chain:
+            out = hook(name, pos, values, shape)
+            if out is not None:
+                replaced, values = out, tuple(out)
+        return replaced
+
+    return composed
+
+
 class Points:
     """Where one position's pass meets the hook: `at(name, values)` is the value the pass goes on with.
 
     Without a hook that is `values` itself. With one, the hook gets a copy (a tuple) and its shape,
-    and may return a replacement of the same length.
+    and may return a replacement of the same length. `planted`, the model's own hook (a planted
+    bug, `microqwen.lab.mutations`), runs before the caller's.
     """
 
-    def __init__(self, hook: Hook | None, pos: int) -> None:
-        self.hook = hook
+    def __init__(self, hook: Hook | None, pos: int, planted: Hook | None = None) -> None:
+        self.hook = hook if planted is None else compose_hooks(planted, hook)
         self.pos = pos
 
     def __call__(self, name: str, values: list[float], shape: tuple[int, ...] | None = None) -> list[float]:
@@ -359,12 +380,15 @@ class Qwen2ForCausalLM:
         self.tokenizer: Tokenizer | None = None
         self.sampling: SamplingParams | None = None  # None: greedy
         self.eos_token_ids: tuple[int, ...] = config.eos_token_ids
+        self.mutation: str | None = None  # a planted bug (`microqwen.lab.mutations`), by name
+        self.planted: Hook | None = None  # its hook, which runs at every point before the caller's
+        self.causal = True  # prefill's causal mask: False lets a token see the later tokens of its block
 
     def forward(self, token: int, pos: int, hook: Hook | None = None) -> list[float]:
         """Logits [vocab] for the token after `token`, which sits at position `pos` (the cache holds 0..pos-1)."""
         self._check_input([token], pos)
         heads, kv_heads = self.config.num_attention_heads, self.config.num_key_value_heads
-        at = Points(hook, pos)  # at(name, values): the values the pass goes on with (a hook may replace them)
+        at = Points(hook, pos, self.planted)  # at(name, values): the values the pass goes on with (a hook may replace them)
         h = at("embed_tokens", self.embed_tokens(token))  # [896]
         for layer in self.layers:
             name, attn, mlp = layer.name, layer.self_attn, layer.mlp
@@ -408,7 +432,7 @@ class Qwen2ForCausalLM:
             raise UsageError("prefill needs at least one token")
         self._check_input(ids, self.pos)  # all of them, before the first block goes into the cache
         for start in range(0, len(ids), TOKENS_PER_PASS):
-            block = [Points(hook, self.pos + t) for t in range(len(ids[start : start + TOKENS_PER_PASS]))]
+            block = [Points(hook, self.pos + t, self.planted) for t in range(len(ids[start : start + TOKENS_PER_PASS]))]
             hs = [at("embed_tokens", self.embed_tokens(token)) for at, token in zip(block, ids[start:])]  # T x [896]
             for layer in self.layers:
                 hs = self._attention_blocks(layer, hs, block)
@@ -430,7 +454,8 @@ class Qwen2ForCausalLM:
             qs.append(at(f"{name}.rope_q", self.rope.rotate(q, at.pos, self.config.num_attention_heads)))
             k = at(f"{name}.rope_k", self.rope.rotate(k, at.pos, self.config.num_key_value_heads))
             self.cache.append(layer.index, k, v)
-        heads = [self._attention(layer, q, at.pos + 1, at) for at, q in zip(block, qs)]  # T x [896]
+        end = len(self.cache.keys[layer.index][0])  # without the causal mask a token sees the whole block
+        heads = [self._attention(layer, q, at.pos + 1 if self.causal else end, at) for at, q in zip(block, qs)]
         outs = [at(f"{name}.o_proj", o) for at, o in zip(block, attn.o_proj.tokens(heads))]
         return [add(h, o) for h, o in zip(hs, outs)]
 
@@ -520,6 +545,7 @@ def load(
     tokenizer: Tokenizer | None = None,
     offline: bool | None = None,
     progress: bool = True,
+    mutation: str | None = None,
 ) -> Qwen2ForCausalLM:
     """Load a Qwen2 model: a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `org/name@revision`) or a directory.
 
@@ -534,6 +560,7 @@ def load(
             first, to check the prompt before the weights load).
         offline: use only the cache; None reads `HF_HUB_OFFLINE`.
         progress: show a download on stderr.
+        mutation: plant a bug by name (`microqwen.lab.mutations.MUTATIONS`), to see what it changes.
     """
     from .hub import resolve_model
     from .sampling import generation_defaults
@@ -542,20 +569,29 @@ def load(
         raise UsageError(f"workers must be 0 or more, got {workers}")
     if kernel is not None and kernel not in KERNELS:
         raise UsageError(f"unknown kernel {kernel!r}: the kernels are {', '.join(KERNELS)}")
+    if mutation is not None:
+        from .lab import mutations
+
+        mutations.find(mutation)  # an unknown name is an error before anything loads
     path = resolve_model(model, offline=offline, progress=progress)
     config, weights = open_model(path)
     limit = config.max_position_embeddings
     engine: Engine | None = None
+    matrix_kernel: Kernel = kernel
     try:
         if max_context is not None and not 0 < max_context <= limit:
             raise UsageError(f"max_context must be in 1..{limit} (max_position_embeddings), got {max_context}")
+        if mutation is not None:  # a bug in the reads of the file or in the kernel (the workers plant it too)
+            weights, matrix_kernel = mutations.engine_parts(mutation, weights, kernel)
         if workers:
             from .workers import WorkerPool
 
-            engine = WorkerPool(path, weights, linear_jobs(config), workers, kernel)
+            engine = WorkerPool(path, weights, linear_jobs(config), workers, matrix_kernel, mutation)
         else:
-            engine = LocalEngine(weights, linear_jobs(config), kernel)
+            engine = LocalEngine(weights, linear_jobs(config), matrix_kernel)
         qwen = Qwen2ForCausalLM(config, weights, engine, max_context or limit)
+        if mutation is not None:
+            mutations.plant(mutation, qwen)
         qwen.path = path
         qwen.tokenizer = tokenizer or (Tokenizer.from_dir(path) if Tokenizer.found_in(path) else None)
         qwen.sampling, qwen.eos_token_ids = generation_defaults(path, config)

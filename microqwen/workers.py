@@ -56,7 +56,7 @@ from array import array
 from typing import NoReturn, Sequence
 
 from .errors import WorkerError
-from .kernels import Matrix, Vector
+from .kernels import Kernel, Matrix, Vector
 from .linear import TOKENS_PER_PASS, Job, linear_jobs, load_share
 from .weights import Weights, open_model
 
@@ -135,7 +135,8 @@ class WorkerPool:
     Share 0 of every job's rows is the main process's, share w + 1 is worker w's.
     """
 
-    def __init__(self, path: str, weights: Weights, jobs: Sequence[Job], n_workers: int, kernel: str | None = None) -> None:
+    def __init__(self, path: str, weights: Weights, jobs: Sequence[Job], n_workers: int, kernel: Kernel = None,
+                 mutation: str | None = None) -> None:  # fmt: skip
         self.jobs = list(jobs)
         self.index = {job.name: i for i, job in enumerate(self.jobs)}
         self.n_workers = n_workers
@@ -146,7 +147,7 @@ class WorkerPool:
         self.buffers = Buffers(self.jobs, n_workers + 1)
         atexit.register(self.close)
         try:
-            self.workers = [self._start(path, w, kernel) for w in range(n_workers)]
+            self.workers = [self._start(path, w, kernel, mutation) for w in range(n_workers)]
             self.local = [load_share(weights, job, *self.share(job, 0), kernel) for job in self.jobs]
             self._wait_all(LOADING)
         except BaseException:
@@ -157,14 +158,18 @@ class WorkerPool:
         """The rows [start, stop) of `job` that process `who` computes (0: the main process)."""
         return row_ranges(job.rows, self.n_workers + 1)[who]
 
-    def _start(self, path: str, w: int, kernel: str | None) -> Worker:
-        """Start worker w; it loads its shares while the main process loads its own."""
+    def _start(self, path: str, w: int, kernel: Kernel, mutation: str | None) -> Worker:
+        """Start worker w; it loads its shares while the main process loads its own.
+
+        A planted bug (`mutation`) goes by its name: the worker plants it in its own reads and kernel.
+        """
         request_reader, request_writer = os.pipe()
         answer_reader, answer_writer = os.pipe()
         theirs = (request_reader, answer_writer) + self.buffers.fds
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         boot = f"import sys; sys.path.insert(0, {package_parent!r}); import microqwen.workers as w; w.worker_main(sys.argv[1:])"
-        args = [path, kernel or "", str(w + 1), str(self.n_workers + 1), *map(str, theirs)]
+        name = kernel if isinstance(kernel, str) else ""  # a planted bug's kernel class comes with its mutation
+        args = [path, name, mutation or "", str(w + 1), str(self.n_workers + 1), *map(str, theirs)]
         try:
             process = subprocess.Popen([sys.executable, "-c", boot, *args], pass_fds=theirs,
                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -292,14 +297,20 @@ class WorkerPool:
 def worker_main(argv: Sequence[str]) -> None:
     """A worker's whole life: load its rows of every job, then run jobs until told to stop.
 
-    `argv`: the model path, the kernel ('' for the default), its share number, the number of
-    shares, and four descriptors: its request pipe, its answer pipe, the x and y buffers.
+    `argv`: the model path, the kernel ('' for the default), a planted bug ('' for none), its share
+    number, the number of shares, and four descriptors: its request pipe, its answer pipe, the x and
+    y buffers.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    path, kernel, share, shares = argv[0], argv[1] or None, int(argv[2]), int(argv[3])
-    requests, answers, x_fd, y_fd = (int(fd) for fd in argv[4:8])
+    path, mutation, share, shares = argv[0], argv[2], int(argv[3]), int(argv[4])
+    kernel: Kernel = argv[1] or None
+    requests, answers, x_fd, y_fd = (int(fd) for fd in argv[5:9])
     try:
         config, weights = open_model(path)
+        if mutation:  # the same bug as the main process's, in this process's reads and kernel
+            from .lab.mutations import engine_parts
+
+            weights, kernel = engine_parts(mutation, weights, kernel)
         jobs = linear_jobs(config)
         with weights:
             ranges = [row_ranges(job.rows, shares)[share] for job in jobs]
