@@ -37,6 +37,7 @@ A worked example of one point's comparison (positions 0 and 1, two values each):
 from __future__ import annotations
 
 import math
+import re
 from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, Sequence, Tuple
@@ -130,6 +131,8 @@ def compare_rows(name: str, ours: Sequence[Sequence[float]], theirs: Sequence[Se
     for pos, (a, b) in enumerate(zip(ours, theirs)):
         diffs = [abs(x - y) for x, y in zip(a, b)]
         row_worst = math.nan if any(math.isnan(d) for d in diffs) else max(diffs, default=0.0)
+        if len(a) != len(b):  # another shape (a planted bug's attention sees more positions): as far apart as can be
+            row_worst = math.inf
         if first is None and not row_worst <= tolerance:
             first = pos
         worst = row_worst if math.isnan(row_worst) or math.isnan(worst) else max(worst, row_worst)
@@ -159,6 +162,32 @@ def compare(positions: Sequence[Position], reference: Reference, tolerance: floa
                                  "is it a trace of this model?")  # fmt: skip
         diffs.append(compare_rows(name, ours, theirs, tolerance))
     return diffs, missing
+
+
+def compare_traces(positions: Sequence[Position], baseline: Sequence[Position], tolerance: float = 0.0) -> list[PointDiff]:
+    """Compare two traces of one prompt point by point, e.g. a mutated model against the unmutated one.
+
+    Both are microqwen's, computed the same way but for the planted bug, so by default any difference
+    at all counts (tolerance 0). A point whose shape differs at a position differs by infinity there.
+    """
+    if not positions:
+        return []
+    if [p.tokens for p in positions] != [p.tokens for p in baseline]:
+        raise UsageError("the two traces are not of the same tokens")
+    diffs = []
+    for name in positions[0].points:
+        ours, theirs = [p.points[name].values for p in positions], [p.points[name].values for p in baseline]
+        diffs.append(compare_rows(name, ours, theirs, tolerance))
+    return diffs
+
+
+def format_growth(diffs: Sequence[PointDiff]) -> str:
+    """How the difference grows through the model: max |difference| of the residual stream after each layer."""
+    streams = [d for d in diffs if d.name == "embed_tokens" or re.fullmatch(r"layers\.\d+", d.name)]
+    if not streams:
+        return ""
+    cells = ", ".join(f"{d.name.replace('layers.', '')} {d.max_abs:.2g}" for d in streams)
+    return f"max |difference| of the residual stream after each layer: {cells}"
 
 
 def first_difference(diffs: Sequence[PointDiff]) -> PointDiff | None:

@@ -53,11 +53,12 @@ import re
 import unicodedata
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import UsageError
 from .kernels import Vector
-from .model import LAYER_POINTS, Qwen2ForCausalLM, point_names, softmax
+from .distribution import entropy, kl_divergence, log_probability, log_softmax, rank
+from .model import LAYER_POINTS, Hook, Points, Qwen2ForCausalLM, compose_hooks, point_names, softmax
 from .sampling import argmax
 
 if TYPE_CHECKING:
@@ -93,6 +94,23 @@ def matches(pattern: str, name: str) -> bool:
     return any(fnmatch.fnmatchcase(".".join(parts[i:]), pattern) for i in range(len(parts)))
 
 
+def parse_ranges(spec: str, count: int, flag: str, what: str) -> tuple[int, ...]:
+    """`0,3,20-23` -> (0, 3, 20, 21, 22, 23): numbers and inclusive ranges below `count`, in order.
+
+    `flag` and `what` name them in an error: `--layers 30: this model has layers 0..23`.
+    """
+    chosen: set[int] = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise UsageError(f"{flag} takes numbers and ranges like 0,3,20-23; got {part!r} in {spec!r}")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if not first <= last < count:
+            raise UsageError(f"{flag} {part.strip()}: {what} 0..{count - 1}")
+        chosen.update(range(first, last + 1))
+    return tuple(sorted(chosen))
+
+
 def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
     """`--layers 0,3,20-23` -> (0, 3, 20, 21, 22, 23): numbers and inclusive ranges, in order.
 
@@ -102,16 +120,7 @@ def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
 
     ```
     """
-    layers: set[int] = set()
-    for part in spec.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise UsageError(f"--layers takes numbers and ranges like 0,3,20-23; got {part!r} in {spec!r}")
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        if not first <= last < num_layers:
-            raise UsageError(f"--layers {part.strip()}: this model has layers 0..{num_layers - 1}")
-        layers.update(range(first, last + 1))
-    return tuple(sorted(layers))
+    return parse_ranges(spec, num_layers, "--layers", "this model has layers")
 
 
 def parse_points(spec: str, num_layers: int) -> tuple[str, ...]:
@@ -230,11 +239,18 @@ def mean_over_heads(weights: Sequence[Sequence[float]]) -> list[float]:
     return [math.fsum(column) / len(weights) for column in zip(*weights)]
 
 
+MID = "resid_mid"
+"""The lens's name for the residual stream halfway through layer i, after attention and before the MLP:
+`layers.{i}.resid_mid` = (the stream before layer i) + `layers.{i}.self_attn.o_proj` (TransformerLens's name)."""
+
+
 class LensRow(NamedTuple):
     """The logit lens at one residual stream: its top token, and where the model's final choice stands.
 
-    `point` names the residual stream read (`embed_tokens` or `layers.{i}`); `final_rank` is 1 when
-    the final choice is already the top token there.
+    `point` names the residual stream read (`embed_tokens`, `layers.{i}.resid_mid` or `layers.{i}`);
+    `final_rank` is 1 when the final choice is already the top token there; `entropy` is that of the
+    stream's distribution and `kl` its distance from the final one, KL(final || stream), both in nats
+    (`microqwen.distribution`). With a target token (the known next token), its log-probability and rank.
     """
 
     point: str
@@ -242,25 +258,35 @@ class LensRow(NamedTuple):
     probability: float
     final_rank: int
     final_probability: float
+    entropy: float
+    kl: float
+    target_logprob: Optional[float] = None
+    target_rank: Optional[int] = None
 
 
-def logit_lens(model: Qwen2ForCausalLM, residuals: Sequence[tuple[str, Vector]], final_id: int) -> list[LensRow]:
+def logit_lens(model: Qwen2ForCausalLM, residuals: Sequence[tuple[str, Vector]], final_logits: Sequence[float],
+               target: int | None = None) -> list[LensRow]:  # fmt: skip
     """Decode each residual stream as if it were the last: logits_i = lm_head(norm(h_i)).
 
-    All streams go through the output head in one `lm_head.tokens` call, so its 151936 x 896
-    weights are read once for all of them (len(residuals) x 136M multiply-adds).
+    `final_logits` are the model's own output at that position, which each stream is measured
+    against. All streams go through the output head in one `lm_head.tokens` call, so its
+    151936 x 896 weights are read once for all of them (len(residuals) x 136M multiply-adds).
     """
     normed = [model.norm(h) for _, h in residuals]  # L x [896]
     rows = model.lm_head.tokens(normed) if normed else []  # L x [151936]
-    return [_lens_row(name, logits, final_id) for (name, _), logits in zip(residuals, rows)]
+    final = log_softmax(final_logits)
+    return [_lens_row(name, logits, final, target) for (name, _), logits in zip(residuals, rows)]
 
 
-def _lens_row(name: str, logits: Sequence[float], final_id: int) -> LensRow:
-    probabilities = softmax(logits)
-    final = logits[final_id]
-    rank = 1 + sum(1 for logit in logits if logit > final)
-    best = argmax(logits)
-    return LensRow(name, best, probabilities[best], rank, probabilities[final_id])
+def _lens_row(name: str, logits: Sequence[float], final: Sequence[float], target: int | None) -> LensRow:
+    """One stream's row; `final` is the log-softmax of the model's output."""
+    log_p = log_softmax(logits)
+    final_id, best = argmax(final), argmax(logits)
+    row = LensRow(name, best, math.exp(log_p[best]), rank(logits, final_id), math.exp(log_p[final_id]),
+                  entropy(log_p), kl_divergence(final, log_p))  # fmt: skip
+    if target is None:
+        return row
+    return row._replace(target_logprob=log_p[target], target_rank=rank(logits, target))
 
 
 @dataclass
@@ -274,6 +300,8 @@ class Position:
         attn: layer -> its attention weights at this position [heads, pos + 1], for the chosen layers.
         logit_lens: one `LensRow` for the embedding and each chosen layer (empty with the lens off).
         residual_rms: the RMS of the residual stream: embed_tokens, then after each layer [1 + layers].
+        target: the token known to come next (`--target`), whose rank the lens shows, or None;
+            `target_logprob` and `target_rank` are its log-probability and rank in the model's output.
     """
 
     tokens: List[int]
@@ -282,6 +310,9 @@ class Position:
     attn: Dict[int, List[List[float]]] = field(default_factory=dict)
     logit_lens: List[LensRow] = field(default_factory=list)
     residual_rms: List[float] = field(default_factory=list)
+    target: Optional[int] = None
+    target_logprob: Optional[float] = None
+    target_rank: Optional[int] = None
 
     @property
     def pos(self) -> int:
@@ -300,12 +331,14 @@ class Position:
 
 
 class TraceSession:
-    """Feed tokens one at a time (`feed`), each traced and analysed into a `Position`.
+    """Feed tokens one at a time (`feed`) or as a prompt block (`prefill`), each position analysed into a `Position`.
 
-    A session is one sequence: it starts by emptying the model's KV cache.
+    A session is one sequence: it starts by emptying the model's KV cache. With `lens_mid` the logit
+    lens also reads each layer's stream after attention (`layers.{i}.resid_mid`, see `MID`).
     """
 
-    def __init__(self, model: Qwen2ForCausalLM, selection: Selection, top_k: int = 5, lens: bool = True) -> None:
+    def __init__(self, model: Qwen2ForCausalLM, selection: Selection, top_k: int = 5, lens: bool = True,
+                 lens_mid: bool = False) -> None:  # fmt: skip
         if top_k < 1:
             raise UsageError(f"--top-k must be 1 or more, got {top_k}")
         self.model = model
@@ -315,26 +348,93 @@ class TraceSession:
         n_layers = model.config.num_hidden_layers
         self.names = [name for name in point_names(n_layers) if selection.chosen(name)]
         self.streams = ["embed_tokens"] + [f"layers.{i}" for i in range(n_layers)]
+        self.lens_streams = ["embed_tokens"]
+        for i in selection.layers:
+            self.lens_streams += [f"layers.{i}.{MID}", f"layers.{i}"] if lens_mid else [f"layers.{i}"]
         self.wanted = set(self.names) | set(self.streams)
         self.wanted |= {f"layers.{i}.self_attn.attn_weights" for i in selection.layers}
+        self.wanted |= {f"layers.{i}.self_attn.o_proj" for i in selection.layers} if lens_mid else set()
         self.tokens: list[int] = []
         model.reset()
 
-    def feed(self, token: int) -> Position:
-        """Run `token` at the next position; return what was traced there."""
+    def feed(self, token: int, target: int | None = None) -> Position:
+        """Run `token` at the next position; return what was traced there.
+
+        `target`, the token known to come next (`--target`), gets its log-probability and rank in the lens.
+        """
         pos = self.model.pos
         recorder = Recorder(self.wanted.__contains__)
         logits = self.model.forward(token, pos, recorder)  # [vocab]
         self.tokens.append(token)
-        seen = recorder.points[pos]
+        return self._position(recorder.points[pos], logits, target)
+
+    def prefill(self, tokens: Sequence[int], targets: Sequence[int | None] = ()) -> list[Position]:
+        """Run `tokens` as generation runs a prompt, through `Qwen2ForCausalLM.prefill`; a `Position` for each.
+
+        The values are those of a token-by-token `feed` (to rounding), unless a planted bug is in
+        prefill only (`no-causal-mask`). Prefill computes the output head at the last token only;
+        the others get it from `prefill_logits`, as `forward` would compute it. `targets[t]` is
+        token t's target, as in `feed`.
+        """
+        start = self.model.pos
+        recorder = Recorder(self.wanted.__contains__)
+        logits = prefill_logits(self.model, tokens, recorder)
+        positions = []
+        for t, token in enumerate(tokens):
+            self.tokens.append(token)
+            target = targets[t] if t < len(targets) else None
+            positions.append(self._position(recorder.points[start + t], logits[start + t], target))
+        return positions
+
+    def _position(self, seen: dict[str, Point], logits: list[float], target: int | None) -> Position:
+        """The analyses of one position, from its recorded points and its logits."""
         chosen = {name: seen[name] for name in self.names}
         position = Position(list(self.tokens), chosen, top_tokens(logits, self.top_k))
         position.attn = {i: attention(seen[f"layers.{i}.self_attn.attn_weights"]) for i in self.selection.layers}
         position.residual_rms = [summarize(seen[name]).rms for name in self.streams]
         if self.lens:
-            lens_streams = ["embed_tokens"] + [f"layers.{i}" for i in self.selection.layers]
-            position.logit_lens = logit_lens(self.model, [(n, seen[n].values) for n in lens_streams], argmax(logits))
+            streams = [(name, _stream(seen, name)) for name in self.lens_streams]
+            position.logit_lens = logit_lens(self.model, streams, logits, target)
+        if target is not None:
+            position.target, position.target_logprob = target, log_probability(logits, target)
+            position.target_rank = rank(logits, target)
         return position
+
+
+def _stream(seen: dict[str, Point], name: str) -> Vector:
+    """A residual stream by its lens name; `layers.{i}.resid_mid` is the stream before layer i plus its attention."""
+    if not name.endswith(MID):
+        return seen[name].values
+    layer = int(name.split(".")[1])
+    before = seen["embed_tokens" if layer == 0 else f"layers.{layer - 1}"].values
+    return [h + o for h, o in zip(before, seen[f"layers.{layer}.self_attn.o_proj"].values)]
+
+
+def prefill_logits(model: Qwen2ForCausalLM, ids: Sequence[int], hook: Hook | None = None,
+                   positions: Iterable[int] | None = None) -> dict[int, list[float]]:  # fmt: skip
+    """Prefill `ids` after what the cache holds; the logits at `positions` (default: every one of them).
+
+    `Qwen2ForCausalLM.prefill` runs the output head at the last position only. For the others this
+    runs the final norm and the head on the residual stream prefill left there, as `forward` would:
+    the hook sees `norm` and `logits` at those positions too, and the head's weights are read once
+    for every `TOKENS_PER_PASS` positions.
+    """
+    start, last_layer = model.pos, f"layers.{model.config.num_hidden_layers - 1}"
+    wanted = set(range(start, start + len(ids)) if positions is None else positions)
+    streams: dict[int, tuple[float, ...]] = {}
+
+    def keep(name: str, pos: int, values: tuple[float, ...], shape: tuple[int, ...]) -> None:
+        if name == last_layer and pos in wanted:
+            streams[pos] = values
+
+    last = start + len(ids) - 1
+    out = {last: model.prefill(ids, compose_hooks(hook, keep))}
+    rest = sorted(pos for pos in streams if pos != last)
+    points = [Points(hook, pos, model.planted) for pos in rest]
+    normed = [at("norm", model.norm(streams[at.pos])) for at in points]  # [896] each
+    for at, logits in zip(points, model.lm_head.tokens(normed)):  # [151936] each
+        out[at.pos] = at("logits", logits)
+    return {pos: out[pos] for pos in sorted(wanted)}
 
 
 # ------------------------------------------------------------------ text
@@ -342,7 +442,11 @@ class TraceSession:
 
 def show_token(token: int, pieces: Pieces) -> str:
     """A token for the terminal: its text quoted (`' Paris'`), or `#id` without a tokenizer."""
-    text = pieces(token)
+    return token_label(token, pieces(token))
+
+
+def token_label(token: int, text: str | None) -> str:
+    """`' Paris'` (the text quoted), or `#9625` when there is no text."""
     return f"#{token}" if text is None else repr(text)
 
 
@@ -402,15 +506,46 @@ def format_attention(position: Position, pieces: Pieces, shown: int = 3) -> list
 
 
 def format_lens(position: Position, pieces: Pieces) -> list[str]:
-    """The logit-lens table: each residual stream's top token, and where the final choice stands there."""
+    """The logit-lens table: each residual stream's top token, where the final choice stands there, the
+    entropy of the stream's distribution and its KL divergence from the final one (nats); with a target,
+    the target's log-probability and rank."""
     if not position.logit_lens:
         return []
     final = show_token(position.choice, pieces)
+    width = max(13, max(len(row.point) for row in position.logit_lens))
+    head = f"  {'stream':<{width}} {'top token':<20} {'p':>6}   {'rank of ' + final:>20}  {'its p':>6}  {'entropy':>7}  {'KL':>7}"
+    target = "" if position.target is None else show_token(position.target, pieces)
     lines = [f"logit lens (final norm + output head on each residual stream; final choice {final}):",
-             f"  {'stream':<13} {'top token':<20} {'p':>6}   {'rank of ' + final:>20}  {'its p':>6}"]  # fmt: skip
+             head + (f"  {'target ' + target:>24} {'rank':>7}" if target else "")]  # fmt: skip
     for row in position.logit_lens:
-        lines.append(f"  {row.point:<13} {fit(show_token(row.id, pieces), 20)} {row.probability:.4f}   "
-                     f"{row.final_rank:>20}  {row.final_probability:.4f}")  # fmt: skip
+        line = (f"  {row.point:<{width}} {fit(show_token(row.id, pieces), 20)} {row.probability:.4f}   "
+                f"{row.final_rank:>20}  {row.final_probability:.4f}  {row.entropy:7.3f}  {row.kl:7.3f}")  # fmt: skip
+        if row.target_logprob is not None:
+            line += f"  {'log p ' + format(row.target_logprob, '.3f'):>24} {row.target_rank:>7}"
+        lines.append(line)
+    return lines
+
+
+def format_target(positions: Sequence[Position], pieces: Pieces) -> list[str]:
+    """`--target`: the log-probability (and rank) of each target token at every lens stream, one column per token.
+
+    The last row's sum is the continuation's log-probability under the model: log p(target | prompt).
+    """
+    scored = [p for p in positions if p.target is not None and p.logit_lens]
+    if not scored:
+        return []
+    streams = [row.point for row in scored[0].logit_lens]
+    width = max(13, max(map(len, streams)))
+    columns = [fit(show_token(p.target, pieces), 18) for p in scored if p.target is not None]
+    lines = ["target: log p (rank) of each target token, at every residual stream of the position before it",
+             f"  {'stream':<{width}} " + " ".join(f"{c:>18}" for c in columns)]  # fmt: skip
+    for r, stream in enumerate(streams):
+        cells = [f"{p.logit_lens[r].target_logprob:.3f} ({p.logit_lens[r].target_rank})" for p in scored]
+        lines.append(f"  {stream:<{width}} " + " ".join(f"{cell:>18}" for cell in cells))
+    cells = [f"{p.target_logprob:.3f} ({p.target_rank})" for p in scored]
+    lines.append(f"  {'model output':<{width}} " + " ".join(f"{cell:>18}" for cell in cells))
+    total = math.fsum(p.target_logprob or 0.0 for p in scored)
+    lines.append(f"  log p(target | prompt) = {total:.4f} nats ({len(scored)} tokens)")
     return lines
 
 
@@ -440,6 +575,9 @@ def _position_json(position: Position, pieces: Pieces) -> dict[str, Any]:
                 for c in position.top],  # fmt: skip
         "attn": {f"layers.{layer}": weights for layer, weights in position.attn.items()},
         "logit_lens": [dict(row._asdict(), piece=pieces(row.id)) for row in position.logit_lens],
+        "target": None if position.target is None else {"id": position.target, "piece": pieces(position.target),
+                                                         "logprob": position.target_logprob,
+                                                         "rank": position.target_rank},  # fmt: skip
         "residual_rms": dict(zip(["embed_tokens"] + [f"layers.{i}" for i in range(len(position.residual_rms) - 1)],
                                  position.residual_rms)),  # fmt: skip
     }
@@ -493,16 +631,27 @@ def choose_interactively(position: Position, read_line: Callable[[], Optional[st
 
 
 def trace_tokens(session: TraceSession, prompt_ids: Sequence[int], more: int | None,
-                 choose: Callable[[Position], Optional[int]], emit: Callable[[Position], None]) -> None:  # fmt: skip
+                 choose: Callable[[Position], Optional[int]], emit: Callable[[Position], None],
+                 targets: Sequence[int] = (), prefill: bool = False) -> None:  # fmt: skip
     """Trace the prompt, then up to `more` tokens (None: until `choose` returns None or the context is full).
 
     Each new token is `choose(position)` of the last position (greedy: `lambda p: p.choice`);
-    every traced position goes to `emit` as soon as it is done.
+    every traced position goes to `emit` as soon as it is done. `targets` are tokens known to follow
+    the prompt (`--target`): they are fed after it (all but the last), and the position before each
+    one scores it. With `prefill` the prompt (and targets) go through `TraceSession.prefill`, as
+    generation runs a prompt, instead of one token at a time.
     """
+    fed = list(prompt_ids) + list(targets[:-1])
+    following: list[int | None] = [None] * (len(prompt_ids) - 1) + list(targets)
+    following += [None] * (len(fed) - len(following))
     position = None
-    for token in prompt_ids:
-        position = session.feed(token)
-        emit(position)
+    if prefill:
+        for position in session.prefill(fed, following):
+            emit(position)
+    else:
+        for token, target in zip(fed, following):
+            position = session.feed(token, target)
+            emit(position)
     added = 0
     model = session.model
     while position is not None and (more is None or added < more) and model.pos < model.max_context:
