@@ -17,6 +17,9 @@ For each model in MODELS this writes `tests/fixtures/models/<name>/`:
         rotary_emb.inv_freq F32 [head_dim / 2] (RoPE's frequencies, as the reference computes them),
         ablated_logits F32 [T, V] (the batched pass with head ABLATED's slice of o_proj's input set to
         zero by a PyTorch pre-hook), and a __metadata__ of versions, seeds, scales and the statistics below.
+        For the models in LAB_MODELS also the lab's references (`lab_references`, all made with PyTorch
+        hooks on the reference): ablations, activation patching, steering, direct logit attribution and
+        planted bugs, each described in the metadata key `lab`.
 
 How the reference is computed: random float32 weights are rounded to bfloat16 and saved; the saved
 directory is then LOADED back with `from_pretrained(dir, dtype=torch.float32, attn_implementation="eager")`
@@ -485,6 +488,212 @@ def _tiled_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The lab's references: interventions made with PyTorch hooks (microqwen.lab must agree with them)
+
+LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied")
+"""The fixtures that carry the lab's references: one with GQA (n_rep 7, tied), one untied."""
+
+MEAN_HEAD = (1, 1)  # layer, head: mean-ablated
+ZERO_ATTENTION = 0  # layer whose whole attention output is zeroed
+MEAN_MLP = 2  # layer whose MLP output is replaced by its mean over the positions
+ZERO_MLP_AT = (1, (3, 7))  # layer whose MLP output is zeroed at these positions only
+STEER = (1, 4.0, 8)  # layer, scale, greedy tokens generated with the vector added
+NO_MASK_TOKENS = 8  # the unmasked pass runs over the prompt's first tokens: one prefill block of microqwen
+
+
+def _replace_output(change: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A forward hook that replaces a module's output (the first element of a tuple) by change(output)."""
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (change(output[0]),) + output[1:]
+        return change(output)
+
+    return hook
+
+
+def _hooked(modules_and_hooks: list[tuple[torch.nn.Module, Any, bool]]) -> Any:
+    """A context in which each (module, hook, pre) is registered (pre: a forward pre-hook)."""
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        handles = [m.register_forward_pre_hook(h) if pre else m.register_forward_hook(h) for m, h, pre in modules_and_hooks]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return context()
+
+
+def _logits(model: Qwen2ForCausalLM, input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids[None], use_cache=False).logits[0]
+
+
+def _set_positions(positions: tuple[int, ...] | None, value: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """change(x): x [1, T, width] with `value` ([width], or [T, width]) written at `positions` (None: all)."""
+    def change(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        chosen = list(range(x.shape[1])) if positions is None else list(positions)
+        x[0, chosen] = value if value.dim() == 1 else value[chosen]
+        return x
+
+    return change
+
+
+def corrupted_prompt(model: Qwen2ForCausalLM, input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, int]:
+    """The prompt with one token (in the middle) replaced by a seeded random one that changes the top next token."""
+    generator = torch.Generator().manual_seed(seed)
+    where = input_ids.numel() // 2
+    clean_top = int(_logits(model, input_ids)[-1].argmax())
+    for _ in range(100):
+        corrupted = input_ids.clone()
+        corrupted[where] = int(torch.randint(0, model.config.vocab_size - 2, (1,), generator=generator))
+        if corrupted[where] != input_ids[where] and int(_logits(model, corrupted)[-1].argmax()) != clean_top:
+            return corrupted, where
+    raise SystemExit("no corruption of the middle token changes the top next token")
+
+
+def lab_references(model: Qwen2ForCausalLM, input_ids: torch.Tensor, trace: dict[str, torch.Tensor],
+                   seed: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
+    """The logits of ablations, patches, steering and planted bugs, and the DLA terms, by PyTorch hooks.
+
+    Returns the tensors and a description of each (the metadata key `lab`).
+    """
+    layers = model.model.layers
+    head_dim = layers[0].self_attn.head_dim
+    length = input_ids.numel()
+    tensors: dict[str, torch.Tensor] = {}
+    about: dict[str, str] = {}
+
+    def keep(name: str, value: torch.Tensor, text: str) -> None:
+        tensors[name], about[name] = value.contiguous(), text
+
+    # ablation: the logits after the last position [V]
+    layer, head = MEAN_HEAD
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    mean = trace[f"layers.{layer}.self_attn.attn_output"].mean(0)  # [heads * head_dim]
+
+    def mean_head(module: torch.nn.Module, args: Any) -> Any:
+        heads = args[0].clone()
+        heads[..., cols] = mean[cols]
+        return (heads,)
+
+    with _hooked([(layers[layer].self_attn.o_proj, mean_head, True)]):
+        keep(f"ablate.mean.layers.{layer}.self_attn.head.{head}", _logits(model, input_ids)[-1],
+             "head's slice of o_proj's input set to its mean over the prompt's positions, at every position")
+    zero = _replace_output(lambda x: torch.zeros_like(x))
+    with _hooked([(layers[ZERO_ATTENTION].self_attn.o_proj, zero, False)]):
+        keep(f"ablate.zero.layers.{ZERO_ATTENTION}.self_attn", _logits(model, input_ids)[-1],
+             "o_proj's output set to 0 at every position")
+    mlp_mean = trace[f"layers.{MEAN_MLP}.mlp.down_proj"].mean(0)
+    with _hooked([(layers[MEAN_MLP].mlp, _replace_output(_set_positions(None, mlp_mean)), False)]):
+        keep(f"ablate.mean.layers.{MEAN_MLP}.mlp", _logits(model, input_ids)[-1],
+             "the MLP's output set to its mean over the prompt's positions, at every position")
+    layer, positions = ZERO_MLP_AT
+    blank = torch.zeros(model.config.hidden_size)
+    with _hooked([(layers[layer].mlp, _replace_output(_set_positions(positions, blank)), False)]):
+        keep(f"ablate.zero.layers.{layer}.mlp@{','.join(map(str, positions))}", _logits(model, input_ids)[-1],
+             "the MLP's output set to 0 at those positions only")
+
+    # activation patching: the clean prompt's values put into the corrupted prompt's run
+    corrupted, where = corrupted_prompt(model, input_ids, seed)
+    keep("patch.corrupted_ids", corrupted, f"the prompt with position {where} replaced (seeded)")
+    keep("patch.corrupted_logits", _logits(model, corrupted)[-1], "the corrupted prompt's logits after its last position")
+    last_layer = len(layers) - 1
+    for layer, pos in ((0, where), (1, where), (1, length - 1), (last_layer, length - 1)):
+        value = trace[f"layers.{layer}"][pos]
+        with _hooked([(layers[layer], _replace_output(_set_positions((pos,), value)), False)]):
+            keep(f"patch.layers.{layer}@{pos}", _logits(model, corrupted)[-1],
+                 "the corrupted run with the clean residual stream after that layer at that position")
+    layer, head = ABLATED
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    clean_heads = trace[f"layers.{layer}.self_attn.attn_output"]  # [T, heads * head_dim]
+
+    def patch_head(module: torch.nn.Module, args: Any) -> Any:
+        heads = args[0].clone()
+        heads[0, :, cols] = clean_heads[:, cols]
+        return (heads,)
+
+    with _hooked([(layers[layer].self_attn.o_proj, patch_head, True)]):
+        keep(f"patch.layers.{layer}.self_attn.head.{head}", _logits(model, corrupted)[-1],
+             "the corrupted run with the clean head's slice of o_proj's input at every position")
+
+    # steering: a seeded vector added to the residual stream after a layer, at every position
+    layer, scale, count = STEER
+    vector = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(seed + 1))
+    keep("steer.vector", vector, f"the vector; added x {scale} after layer {layer}")
+    add = _replace_output(lambda x: x + scale * vector)
+    with _hooked([(layers[layer], add, False)]):
+        keep("steer.logits", _logits(model, input_ids), "the logits with the vector added, every position [T, V]")
+        greedy, _ = generate_greedy(model, input_ids, count)
+        keep("steer.greedy_ids", greedy, f"{count} greedy tokens with the vector added at every position (KV cache)")
+    plus, minus = input_ids[:5], input_ids[5:9]
+    difference = _logits_and_stream(model, plus, layer) - _logits_and_stream(model, minus, layer)
+    keep("steer.difference", difference, f"the stream after layer {layer} at the last token: prompt[:5] minus prompt[5:9]")
+
+    # direct logit attribution of the top next token at the last position, in float64 from the traced values
+    target = int(_logits(model, input_ids)[-1].argmax())
+    h = trace[f"layers.{last_layer}"][-1].double()
+    norm = model.model.norm
+    s = torch.rsqrt(h.pow(2).mean() + norm.variance_epsilon)
+    u = model.lm_head.weight[target].double() * norm.weight.double() * s
+    terms = [u @ trace["embed_tokens"][-1].double()]
+    for i, decoder in enumerate(layers):
+        w_o = decoder.self_attn.o_proj.weight.double()  # [hidden, heads * head_dim]
+        o = trace[f"layers.{i}.self_attn.attn_output"][-1].double()
+        for h_ in range(model.config.num_attention_heads):
+            cols = slice(h_ * head_dim, (h_ + 1) * head_dim)
+            terms.append(u @ (w_o[:, cols] @ o[cols]))
+        terms.append(u @ trace[f"layers.{i}.mlp.down_proj"][-1].double())
+    contributions = torch.stack(terms).float()
+    logit = _logits(model, input_ids)[-1, target]
+    assert abs(float(contributions.double().sum()) - float(logit)) < 1e-4, "the DLA terms must add up to the logit"
+    keep("dla.target", torch.tensor([target]), "the top next token at the last position")
+    keep("dla.contributions", contributions, "embed_tokens, then per layer: head 0..H-1, then the MLP")
+
+    # planted bugs: the reference with the same bug
+    theta = model.config.rope_parameters["rope_theta"]
+    bugs: dict[str, tuple[Callable[[], Any], torch.Tensor]] = {
+        "rope-theta-1e4": (lambda: _patched(model.model.rotary_emb, "inv_freq", _inv_freq(1e4, head_dim)), input_ids),
+        "interleaved-rope": (lambda: _patched(modeling_qwen2, "apply_rotary_pos_emb", _interleaved_rope), input_ids),
+        "scores-times-sqrt-d": (lambda: _all_patched([(a.self_attn, "scaling", head_dim**0.5) for a in layers]),
+                                input_ids),
+        "rmsnorm-no-eps": (lambda: _all_patched([(n, "variance_epsilon", 0.0) for n in _norms(model)]), input_ids),
+        "no-causal-mask": (lambda: _patched(modeling_qwen2, "create_causal_mask", lambda **kwargs: None),
+                           input_ids[:NO_MASK_TOKENS]),
+    }  # fmt: skip
+    assert theta != 1e4, "rope-theta-1e4 needs a model whose theta is not 1e4"
+    for name, (plant, ids) in bugs.items():
+        with plant():
+            keep(f"mutated.{name}", _logits(model, ids), f"the logits with the bug planted, every position of {len(ids)}")
+    return tensors, about
+
+
+def _logits_and_stream(model: Qwen2ForCausalLM, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """The residual stream after `layer` at the last token [hidden]."""
+    _, trace = record_trace(model, input_ids)
+    return trace[f"layers.{layer}"][-1]
+
+
+def _norms(model: Qwen2ForCausalLM) -> list[torch.nn.Module]:
+    return [m for layer in model.model.layers for m in (layer.input_layernorm, layer.post_attention_layernorm)] + [
+        model.model.norm]
+
+
+@contextlib.contextmanager
+def _all_patched(settings: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    saved = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in settings]
+    for owner, attribute, value in settings:
+        setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        for owner, attribute, value in saved:
+            setattr(owner, attribute, value)
+
+
+# ---------------------------------------------------------------------------------------------------
 # One fixture
 
 
@@ -524,8 +733,14 @@ def make_fixture(fixture: FixtureModel, out_dir: str) -> dict[str, float]:
     tensors.update(trace)
     for name, shape in trace_shapes(model.config, fixture.prompt_length).items():
         assert tuple(tensors[name].shape) == shape, (name, tuple(tensors[name].shape), shape)
+    about: dict[str, str] = {}
+    if fixture.name in LAB_MODELS:
+        lab, about = lab_references(model, input_ids, trace, fixture.prompt_seed + 1000)
+        tensors.update(lab)
     assert all(torch.isfinite(t.float()).all() for t in tensors.values()), f"{fixture.name}: non-finite values"
     metadata = _metadata(fixture, stats, dict(checks, **bugs))
+    if about:
+        metadata["lab"] = json.dumps(about, sort_keys=True)
     write_reference(os.path.join(directory, "reference.safetensors"), tensors, metadata)
     return dict(stats, **checks, **bugs)
 

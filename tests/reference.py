@@ -5,7 +5,8 @@ model.safetensors in bfloat16) and `reference.safetensors`: what transformers co
 (scripts/make_model_fixtures.py, see tests/fixtures/models/README.md). The reference holds
 
     input_ids [T] I64, logits [T, V], greedy_ids [16] I64, greedy_logits [16, V], rotary_emb.inv_freq [head_dim / 2]
-    and every trace point (`trace_point_names`), F32, with the shapes of `trace_shapes`.
+    and every trace point (`trace_point_names`), F32, with the shapes of `trace_shapes`;
+    for the models in LAB_MODELS also the lab's references, with the shapes of `lab_shapes`.
 
 >>> ref = load_reference(model_dirs()[0] / "reference.safetensors")   # doctest: +SKIP
 >>> shape, values = ref["layers.0.self_attn.q_proj"]                   # (T, heads * head_dim), floats
@@ -113,3 +114,34 @@ def rows(shape: tuple[int, ...], values: Values) -> list[Values]:
     """Split a flat row-major tensor into its rows of length shape[-1]."""
     width = shape[-1]
     return [values[i : i + width] for i in range(0, len(values), width)]
+
+
+LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied")
+"""The fixtures with the lab's references (scripts/make_model_fixtures.py `lab_references`)."""
+
+NO_MASK_TOKENS = 8
+STEER_LAYER, STEER_SCALE, STEER_TOKENS = 1, 4.0, 8
+MUTATED = ("rope-theta-1e4", "interleaved-rope", "scores-times-sqrt-d", "rmsnorm-no-eps")
+"""The planted bugs the reference also ran over the whole prompt (and `no-causal-mask` over NO_MASK_TOKENS)."""
+
+
+def patch_cells(config: Config, length: int) -> list[tuple[int, int]]:
+    """The (layer, position) cells of the residual stream the reference patched: the corrupted position
+    (the middle one) in layers 0 and 1, and the last position in layer 1 and the last layer."""
+    middle, last_layer = length // 2, config.num_hidden_layers - 1
+    return [(0, middle), (1, middle), (1, length - 1), (last_layer, length - 1)]
+
+
+def lab_shapes(config: Config, length: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every lab reference tensor of a prompt of `length` tokens."""
+    vocab, hidden = config.vocab_size, config.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {name: (vocab,) for name in (
+        "ablate.mean.layers.1.self_attn.head.1", "ablate.zero.layers.0.self_attn", "ablate.mean.layers.2.mlp",
+        "ablate.zero.layers.1.mlp@3,7", "patch.corrupted_logits", "patch.layers.1.self_attn.head.1")}  # fmt: skip
+    shapes.update({f"patch.layers.{layer}@{pos}": (vocab,) for layer, pos in patch_cells(config, length)})
+    shapes.update({"patch.corrupted_ids": (length,), "steer.vector": (hidden,), "steer.difference": (hidden,),
+                   "steer.logits": (length, vocab), "steer.greedy_ids": (STEER_TOKENS,), "dla.target": (1,),
+                   "dla.contributions": (1 + config.num_hidden_layers * (config.num_attention_heads + 1),)})  # fmt: skip
+    shapes.update({f"mutated.{name}": (length, vocab) for name in MUTATED})
+    shapes["mutated.no-causal-mask"] = (NO_MASK_TOKENS, vocab)
+    return shapes

@@ -22,7 +22,8 @@ from microqwen.config import Config, check_tensors
 from microqwen.safetensors import SafetensorsFile
 
 from .reference import (
-    GREEDY_TOKENS, Reference, load_metadata, load_reference, model_dirs, rows, token_ids, trace_shapes,
+    GREEDY_TOKENS, LAB_MODELS, Reference, lab_shapes, load_metadata, load_reference, model_dirs, rows, token_ids,
+    trace_shapes,
 )
 
 ATTN_ENTROPY_MEAN_MAX = 0.75  # mean of entropy / log(visible positions); uniform attention gives 1
@@ -76,7 +77,7 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 def test_reference_has_every_trace_point_at_every_position(case: Case) -> None:
-    _, config, ref, _ = case
+    directory, config, ref, _ = case
     length = len(ref["input_ids"][1])
     expected = dict(trace_shapes(config, length))
     expected.update({
@@ -87,6 +88,8 @@ def test_reference_has_every_trace_point_at_every_position(case: Case) -> None:
         "rotary_emb.inv_freq": (config.head_dim // 2,),
         "ablated_logits": (length, config.vocab_size),
     })  # fmt: skip
+    if directory.name in LAB_MODELS:
+        expected.update(lab_shapes(config, length))
     assert {name: shape for name, (shape, _) in ref.items()} == expected
     assert all(len(values) == math.prod(shape) for shape, values in ref.values())
     assert all(math.isfinite(v) for _, values in ref.values() for v in values)
