@@ -29,6 +29,15 @@ The data, for T positions, H heads and the chosen layers (`report_data`):
 True
 
 ```
+
+The lab's experiments (`microqwen.lab`) write a page of the same kind with `write_lab_html`: a list of
+sections, each a **heatmap** (rows x columns of numbers, e.g. activation patching's layers x positions
+or the ablation sweep's layers x heads; blue for positive, red for negative), a **table** (e.g. the
+ranked heads, or direct logit attribution) or **text**:
+
+    {"kind": "heatmap", "title", "hint", "rows": [R], "columns": [C], "values": [R][C], "diverging": bool}
+    {"kind": "table", "title", "hint", "header": [C], "rows": [R][C]}
+    {"kind": "text", "title", "hint", "lines": [...]}
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import json
 from typing import Any, Sequence
 
 from .errors import UsageError
-from .trace import Pieces, Position
+from .trace import Pieces, Position, token_label
 
 WEIGHT_DIGITS = 4
 """Attention weights and probabilities are rounded to this many decimals in the page (it stays small)."""
@@ -76,16 +85,24 @@ def _attention_rows(positions: Sequence[Position], layer: int) -> list[list[list
 
 def render_html(data: dict[str, Any]) -> str:
     """The page: the data as JSON (every `<` escaped, so no text can close the script element), style, script."""
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     title = html.escape(str(data.get("title", "microqwen trace")))
-    return PAGE.format(title=title, style=STYLE, data=payload, script=SCRIPT)
+    return PAGE.format(title=title, style=STYLE, data=_payload(data), script=HELPERS + SCRIPT)
 
 
 def write_html(path: str, positions: Sequence[Position], pieces: Pieces, title: str) -> None:
     """Write the report of a trace to `path`."""
+    _write_page(path, render_html(report_data(positions, pieces, title)))
+
+
+def _payload(data: dict[str, Any]) -> str:
+    """JSON for a `<script type="application/json">` element: every `<` escaped."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _write_page(path: str, page: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(render_html(report_data(positions, pieces, title)))
+            f.write(page)
     except OSError as e:
         raise UsageError(f"{path}: cannot write the report: {e.strerror}") from None
 
@@ -140,6 +157,18 @@ td.sel, th.sel { outline: 2px solid #c90; } td.final { font-weight: bold; }
 #big { border: 1px solid #ccc; }
 """
 
+HELPERS = """
+const show = s => String(s).replace(/ /g, '\\u00b7').replace(/\\n/g, '\\u21b5').replace(/\\t/g, '\\u21e5');
+function el(tag, parent, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+"""
+"""What both pages' scripts use: `show` makes spaces and newlines visible, `el` adds an element."""
+
 SCRIPT = """
 const D = JSON.parse(document.getElementById('trace-data').textContent);
 const T = D.tokens.length;
@@ -149,14 +178,6 @@ for (const [key, value] of new URLSearchParams(location.hash.slice(1))) {  // e.
   if (key === 'pos' && n >= 0 && n < T) S.pos = n;
   if (key === 'layer' && D.layers.includes(n)) S.layer = n;
   if (key === 'head' && S.layer !== null && n >= 0 && n < D.attn[String(S.layer)].length) S.head = n;
-}
-const show = s => s.replace(/ /g, '\\u00b7').replace(/\\n/g, '\\u21b5').replace(/\\t/g, '\\u21e5');
-function el(tag, parent, text, cls) {
-  const e = document.createElement(tag);
-  if (text !== undefined) e.textContent = text;
-  if (cls) e.className = cls;
-  if (parent) parent.appendChild(e);
-  return e;
 }
 function svg(tag, parent, attrs) {
   const e = document.createElementNS(parent.namespaceURI, tag);  // the page's <svg> gives the namespace
@@ -291,3 +312,159 @@ layerSelect.onchange = () => { S.layer = Number(layerSelect.value); drawAttentio
 document.getElementById('sqrt').onchange = drawAttention;
 draw();
 """
+
+
+# ------------------------------------------------------------------ the lab's page
+
+
+def heatmap(title: str, hint: str, rows: Sequence[str], columns: Sequence[str], values: Sequence[Sequence[float]],
+            diverging: bool = True) -> dict[str, Any]:  # fmt: skip
+    """A heatmap section: `values[r][c]`, shaded from red (negative) through white to blue (or white to blue)."""
+    return {"kind": "heatmap", "title": title, "hint": hint, "rows": list(rows), "columns": list(columns),
+            "values": [[round(v, 6) for v in row] for row in values], "diverging": diverging}  # fmt: skip
+
+
+def table(title: str, hint: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """A table section: a header and rows of cells (numbers or text)."""
+    return {"kind": "table", "title": title, "hint": hint, "header": list(header), "rows": [list(r) for r in rows]}
+
+
+def text(title: str, hint: str, lines: Sequence[str]) -> dict[str, Any]:
+    """A section of text lines (shown as they are, e.g. two generations side by side)."""
+    return {"kind": "text", "title": title, "hint": hint, "lines": list(lines)}
+
+
+def render_lab_html(title: str, sections: Sequence[dict[str, Any]]) -> str:
+    """The lab's page: the sections as JSON (every `<` escaped), and the script that draws them."""
+    payload = _payload({"title": title, "sections": list(sections)})
+    return LAB_PAGE.format(title=html.escape(title), style=STYLE + LAB_STYLE, data=payload, script=HELPERS + LAB_SCRIPT)
+
+
+def write_lab_html(path: str, title: str, sections: Sequence[dict[str, Any]]) -> None:
+    """Write the lab's page to `path`."""
+    _write_page(path, render_lab_html(title, sections))
+
+
+LAB_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{style}</style>
+</head>
+<body>
+<h1>{title}</h1>
+<div id="sections"></div>
+<script type="application/json" id="lab-data">{data}</script>
+<script>{script}</script>
+</body>
+</html>
+"""
+
+LAB_STYLE = """
+table.heat td { width: 46px; text-align: right; color: #222; }
+table.heat td.dark { color: #fff; }
+table.heat th.col { max-width: 90px; font-weight: normal; cursor: default; }
+table.plain td.num { text-align: right; }
+pre.lines { font-family: ui-monospace, monospace; font-size: 13px; background: #f7f7f7; padding: 8px;
+            white-space: pre-wrap; max-width: 1100px; }
+"""
+
+LAB_SCRIPT = """
+const D = JSON.parse(document.getElementById('lab-data').textContent);
+function colour(v, top, diverging) {
+  const t = Math.min(1, Math.abs(v) / top);
+  if (!diverging || v >= 0) return 'rgb(' + Math.round(255 - 181 * t) + ',' + Math.round(255 - 144 * t) + ',' + Math.round(255 - 46 * t) + ')';
+  return 'rgb(' + Math.round(255 - 40 * t) + ',' + Math.round(255 - 190 * t) + ',' + Math.round(255 - 190 * t) + ')';
+}
+function drawHeatmap(box, s) {
+  const all = s.values.flat().map(Math.abs), top = Math.max(1e-12, ...all);
+  const t = el('table', box, undefined, 'heat'), head = el('tr', t);
+  el('th', head, '', 'rowname');
+  s.columns.forEach(c => el('th', head, show(c), 'col'));
+  s.values.forEach((row, r) => {
+    const tr = el('tr', t); el('th', tr, s.rows[r], 'rowname');
+    row.forEach((v, c) => {
+      const td = el('td', tr, v.toFixed(Math.abs(v) >= 100 ? 0 : 2), Math.abs(v) / top > 0.6 ? 'dark' : '');
+      td.style.background = colour(v, top, s.diverging);
+      td.title = s.rows[r] + ', ' + s.columns[c] + ': ' + v;
+    });
+  });
+  el('div', box, 'colour scale: ' + (s.diverging ? '-' + top.toPrecision(3) + ' (red) .. 0 (white) .. ' : '0 (white) .. ') +
+     top.toPrecision(3) + ' (blue)', 'hint');
+}
+function drawTable(box, s) {
+  const t = el('table', box, undefined, 'plain'), head = el('tr', t);
+  s.header.forEach(h => el('th', head, h, 'rowname'));
+  s.rows.forEach(row => {
+    const tr = el('tr', t);
+    row.forEach(v => el('td', tr, typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : show(v),
+                        typeof v === 'number' ? 'num' : ''));
+  });
+}
+const root = document.getElementById('sections');
+D.sections.forEach(s => {
+  const box = el('section', root);
+  const h = el('h2', box, s.title);
+  if (s.hint) { h.appendChild(document.createTextNode(' ')); el('span', h, '(' + s.hint + ')', 'hint'); }
+  if (s.kind === 'heatmap') drawHeatmap(box, s);
+  else if (s.kind === 'table') drawTable(box, s);
+  else el('pre', box, s.lines.join('\\n'), 'lines');
+});
+"""
+
+
+
+def lab_sections(result: Any, top: int = 20) -> list[dict[str, Any]]:
+    """The page's sections for a lab result: heatmaps for patching, the sweep and induction scores, tables for
+    the ranked heads, direct logit attribution and an ablation's before and after, text for steering."""
+    from .lab.ablation import Ablation, Sweep
+    from .lab.attribution import Attribution
+    from .lab.induction import Induction
+    from .lab.patching import Patching
+    from .lab.steering import Steering
+
+    if isinstance(result, Patching):
+        a, b = token_label(result.answers.a, result.answers.a_text), token_label(result.answers.b, result.answers.b_text)
+        hint = (f"share of the logit difference {a} - {b} restored: 1 = the clean answer, 0 = the corrupted run; "
+                f"clean {result.clean_logit_diff:.3f}, corrupted {result.corrupted_logit_diff:.3f}")  # fmt: skip
+        what = "heads (attn_output slices, every position)" if result.kind == "heads" else f"{result.kind} x position"
+        return [heatmap(f"Activation patching: {what}", hint, result.rows, result.columns, result.restored)]
+    if isinstance(result, Sweep):
+        rows = [f"layers.{i}" for i in range(len(result.kl))]
+        columns = [f"head {h}" for h in range(len(result.kl[0]))]
+        ranked = [[e.component, e.kl, e.logit_diff, token_label(e.top_id, e.top_text)] for e in result.ranked[:top]]
+        return [heatmap(f"Ablation of each head ({result.mode}): KL(clean || ablated)", "nats; darker = the "
+                        "next-token distribution moves more", rows, columns, result.kl, diverging=False),
+                table(f"The {len(ranked)} heads that matter most", "ranked by KL",
+                      ["head", "KL", "logit diff", "top token after"], ranked)]  # fmt: skip
+    if isinstance(result, Ablation):
+        cells = [[n, token_label(b.id, b.text), b.probability, token_label(a.id, a.text), a.probability]
+                 for n, (b, a) in enumerate(zip(result.before, result.after), 1)]
+        hint = f"KL {result.kl:.4f} nats; logit difference {result.logit_diff_before:.3f} -> {result.logit_diff_after:.3f}"
+        return [table(f"Ablation ({result.mode}) of {', '.join(result.components)}", hint,
+                      ["#", "before", "p", "after", "p"], cells)]  # fmt: skip
+    if isinstance(result, Attribution):
+        contributions = result.contributions
+        layers = sorted({int(name.split(".")[1]) for name in contributions if name.startswith("layers.")})
+        heads = sorted({int(name.rsplit(".", 1)[1]) for name in contributions if ".head." in name})
+        grid = [[contributions[f"layers.{i}.self_attn.head.{h}"] for h in heads] + [contributions[f"layers.{i}.mlp"]]
+                for i in layers]  # fmt: skip
+        largest = sorted(contributions.items(), key=lambda item: -abs(item[1]))[:top]
+        hint = f"sum {result.total:.4f} = the logit {result.logit:.4f}; embed_tokens {contributions['embed_tokens']:.4f}"
+        return [heatmap(f"Direct logit attribution of token {result.target}", hint, [f"layers.{i}" for i in layers],
+                        [f"head {h}" for h in heads] + ["mlp"], grid),
+                table(f"The {len(largest)} largest contributions", "to the target's logit",
+                      ["component", "contribution"], [list(item) for item in largest])]  # fmt: skip
+    if isinstance(result, Induction):
+        rows = [f"layers.{i}" for i in range(len(result.scores))]
+        columns = [f"head {h}" for h in range(len(result.scores[0]))]
+        hint = f"loss per token: first half {result.loss_first:.3f}, repeat {result.loss_repeat:.3f} nats"
+        return [heatmap("Induction scores", hint, rows, columns, result.scores, diverging=False),
+                table("The top heads", "mean attention to the token after the earlier copy", ["head", "score"],
+                      [[s.component, s.score] for s in result.ranked[:top]])]  # fmt: skip
+    if isinstance(result, Steering):
+        return [text("Steering", f"{result.scale:g} x vector after layer {result.layer}",
+                     ["without:", result.plain_text, "", "with:", result.steered_text])]
+    raise TypeError(f"no report for {type(result).__name__}")

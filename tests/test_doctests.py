@@ -16,7 +16,8 @@ def with_examples(paths: list[pathlib.Path]) -> list[pathlib.Path]:
     return sorted(p for p in paths if ">>> " in p.read_text(encoding="utf-8"))
 
 
-MODULES = [p.stem for p in with_examples(list((ROOT / "microqwen").glob("*.py")))]
+MODULES = [".".join(p.relative_to(ROOT / "microqwen").with_suffix("").parts)
+           for p in with_examples(list((ROOT / "microqwen").rglob("*.py")))]  # e.g. bf16, lab.components
 PAGES = with_examples(list((ROOT / "docs").rglob("*.md")))
 
 

@@ -11,7 +11,7 @@ import sysconfig
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "microqwen"
-MODULES = sorted(PACKAGE.glob("*.py"))
+MODULES = sorted(PACKAGE.rglob("*.py"))  # the package and its subpackage microqwen.lab
 
 
 def is_stdlib(name: str) -> bool:
@@ -43,13 +43,13 @@ def test_the_package_has_modules() -> None:
     assert len(MODULES) >= 5
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_are_standard_library_only(path: pathlib.Path) -> None:
     outside = [name for name in imported_modules(path) if name != "__future__" and not is_stdlib(name)]
     assert outside == [], f"{path.name} imports {outside} from outside the standard library"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_postpones_annotations_for_python_3_9(path: pathlib.Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
     futures = [node for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "__future__"]
