@@ -667,6 +667,10 @@ def lab_references(model: Qwen2ForCausalLM, input_ids: torch.Tensor, trace: dict
     for name, (plant, ids) in bugs.items():
         with plant():
             keep(f"mutated.{name}", _logits(model, ids), f"the logits with the bug planted, every position of {len(ids)}")
+    with bugs["scores-times-sqrt-d"][0]():  # it sharpens attention 64-fold in the exponent: float32 noise grows,
+        _, bugged = record_trace(model, input_ids)  # so the attention where it starts is kept too
+    keep("mutated.scores-times-sqrt-d.layer_0_attention", bugged["layers.0.self_attn.attn_weights"],
+         "layer 0's attention weights with the bug planted [heads, T, T]")
     return tensors, about
 
 

@@ -1,20 +1,18 @@
 """Regenerate every output quoted in docs/tutorial-trace.md, and its screenshot, from the real model.
 
-    pypy3 scripts/make_trace_tutorial.py                      # about 3 minutes on 2 cores
-    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython /tmp/refvenv/bin/python
+    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython PYTHON     # about 3 minutes on 2 cores
 
-Runs `microqwen trace` (with this interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on
-Qwen2.5-Coder-0.5B-Instruct as `../shared/tools/real-model` builds it, records the reference with
-scripts/reference_trace.py (in the torch venv), and writes
+Runs `microqwen trace` (with this interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on the
+model directory DIR (the page names the model that made its numbers), records the reference with
+scripts/reference_trace.py (run by PYTHON, a Python with torch and transformers), and writes
 
     docs/snippets/trace/*.txt        the commands and their output, trimmed, as the page includes them
     docs/images/trace-report.png     the HTML report in headless Chromium (scripts/screenshot_report.py)
 
-The C project's three porting bugs are planted in microqwen for the --compare section, each in a
-child process (`--fault NAME -- trace ARGS`): RoPE on interleaved pairs, attention scores multiplied
-by sqrt(64) instead of divided by it, and the embedding read 8 bytes late (the off-by-8 of a
-safetensors offset). The traces and the
-reference file stay in a temporary directory, which is removed at the end.
+Three of the C project's porting bugs are planted with `--mutate` for the --compare section: RoPE on
+interleaved pairs, attention scores multiplied by sqrt(64) instead of divided by it, and the tensors
+read 8 bytes late (the off-by-8 of a safetensors offset). The traces and the reference file stay in a
+temporary directory, which is removed at the end.
 """
 
 from __future__ import annotations
@@ -33,36 +31,9 @@ from typing import Any, Callable, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNIPPETS = os.path.join(ROOT, "docs", "snippets", "trace")
 SCREENSHOT = os.path.join(ROOT, "docs", "images", "trace-report.png")
-DEFAULT_MODEL = "/tmp/realmodel/qwen2.5-coder-0.5b-instruct"
 FRANCE = "The capital of France is"
 CODE = "def area(width, height):\n    return width *"
 WORKERS = ["--workers", "2"]
-
-
-# ------------------------------------------------------------------ planted bugs (run in a child process)
-
-
-def plant(fault: str) -> None:
-    """Replace one step of microqwen with a classic porting bug (tests/planted_bugs.py)."""
-    from microqwen import model, weights
-    from tests import planted_bugs
-
-    if fault == "interleaved-rope":
-        model.RotaryEmbedding.rotate = planted_bugs.interleaved_rope  # type: ignore[method-assign]
-    elif fault == "scores-times-sqrt-d":
-        model.attention_weights = planted_bugs.attention_scores_times_sqrt_d
-    elif fault == "offset-8":
-        weights.Weights.floats = planted_bugs.embedding_read_8_bytes_late  # type: ignore[method-assign]
-    else:
-        raise SystemExit(f"unknown fault {fault}")
-
-
-def run_with_fault(fault: str, argv: list[str]) -> int:
-    sys.path.insert(0, ROOT)
-    plant(fault)
-    from microqwen import cli
-
-    return cli.main(argv)
 
 
 # ------------------------------------------------------------------ running and trimming
@@ -84,13 +55,9 @@ class Tutorial:
 
         return "$ " + " ".join(word(w) for w in words)
 
-    def microqwen(self, *args: str, stdin: str | None = None, fault: str | None = None,
-                  expect: int = 0, timed: str | None = None) -> str:  # fmt: skip
+    def microqwen(self, *args: str, stdin: str | None = None, expect: int = 0, timed: str | None = None) -> str:
         """Run `microqwen ARGS` on the real model; return its stdout."""
-        if fault:
-            command = [self.python, os.path.abspath(__file__), "--fault", fault, "--", *args]
-        else:
-            command = [self.python, "-m", "microqwen", *args]
+        command = [self.python, "-m", "microqwen", *args]
         started = time.perf_counter()
         result = subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=3600)
         if timed:
@@ -252,7 +219,7 @@ def make_compare(t: Tutorial) -> None:
     text += points[:6] + ["..."] + lines[len(points) - 2 :] + ["", "the largest difference of all:", worst]
     t.write("compare-ok.txt", "\n".join(text).replace(ref, os.path.basename(ref)))
     for fault in ("interleaved-rope", "scores-times-sqrt-d", "offset-8"):
-        out = t.microqwen(*args, fault=fault, expect=1)
+        out = t.microqwen(*args, "--mutate", fault, expect=1)
         t.write(f"compare-{fault}.txt", around_first_difference(out).replace(ref, os.path.basename(ref)))
 
 
@@ -265,11 +232,9 @@ def make_timings(t: Tutorial) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--fault":
-        raise SystemExit(run_with_fault(sys.argv[2], sys.argv[4:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the real model directory (default {DEFAULT_MODEL})")
-    parser.add_argument("--refpython", default="/tmp/refvenv/bin/python", help="Python of the torch venv")
+    parser.add_argument("--model", required=True, help="the real model directory")
+    parser.add_argument("--refpython", required=True, help="a Python with torch and transformers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="microqwen-tutorial-") as work:
         t = Tutorial(args.model, sys.executable, args.refpython, work)

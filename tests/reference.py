@@ -144,4 +144,5 @@ def lab_shapes(config: Config, length: int) -> dict[str, tuple[int, ...]]:
                    "dla.contributions": (1 + config.num_hidden_layers * (config.num_attention_heads + 1),)})  # fmt: skip
     shapes.update({f"mutated.{name}": (length, vocab) for name in MUTATED})
     shapes["mutated.no-causal-mask"] = (NO_MASK_TOKENS, vocab)
+    shapes["mutated.scores-times-sqrt-d.layer_0_attention"] = (config.num_attention_heads, length, length)
     return shapes

@@ -187,13 +187,21 @@ def round_to_bf16(x: float) -> float:
     """x rounded to the nearest bfloat16 (8 significant bits, ties to even), fast enough for every addition.
 
     x = m 2^e with 0.5 <= |m| < 1 (`math.frexp`); m 256 is exact, and `round` keeps 8 bits, ties to even.
+    Below 2^-126 bfloat16 has a fixed step of 2^-133 (its subnormals), and from 2^128 on it is infinite.
     (It rounds float64 to bfloat16 directly; `bf16.narrow` goes through float32 first, which agrees on
     every float32 value.)
     """
     if not math.isfinite(x):
         return x
+    if abs(x) < SMALLEST_NORMAL:
+        return round(x * 2.0**133) / 2.0**133
     mantissa, exponent = math.frexp(x)
-    return math.ldexp(round(mantissa * 256.0) / 256.0, exponent)
+    rounded = math.ldexp(round(mantissa * 256.0) / 256.0, exponent)
+    return rounded if abs(rounded) < 2.0**128 else math.copysign(math.inf, x)
+
+
+SMALLEST_NORMAL = 2.0**-126
+"""The smallest normal bfloat16 (and float32)."""
 
 
 class Bf16AccumulatingMatrix(NaiveMatrix):
