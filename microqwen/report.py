@@ -366,7 +366,7 @@ LAB_STYLE = """
 table.heat td { width: 46px; text-align: right; color: #222; }
 table.heat td.dark { color: #fff; }
 table.heat th.col { max-width: 90px; font-weight: normal; cursor: default; }
-table.plain td.num { text-align: right; }
+table.plain td { max-width: none; } table.plain td.num { text-align: right; }
 pre.lines { font-family: ui-monospace, monospace; font-size: 13px; background: #f7f7f7; padding: 8px;
             white-space: pre-wrap; max-width: 1100px; }
 """
@@ -375,14 +375,14 @@ LAB_SCRIPT = """
 const D = JSON.parse(document.getElementById('lab-data').textContent);
 function colour(v, top, diverging) {
   const t = Math.min(1, Math.abs(v) / top);
-  if (!diverging || v >= 0) return 'rgb(' + Math.round(255 - 181 * t) + ',' + Math.round(255 - 144 * t) + ',' + Math.round(255 - 46 * t) + ')';
-  return 'rgb(' + Math.round(255 - 40 * t) + ',' + Math.round(255 - 190 * t) + ',' + Math.round(255 - 190 * t) + ')';
+  const [r, g, b] = !diverging || v >= 0 ? [181, 144, 46] : [40, 190, 190];  // toward blue, or toward red
+  return 'rgb(' + Math.round(255 - r * t) + ',' + Math.round(255 - g * t) + ',' + Math.round(255 - b * t) + ')';
 }
 function drawHeatmap(box, s) {
   const all = s.values.flat().map(Math.abs), top = Math.max(1e-12, ...all);
   const t = el('table', box, undefined, 'heat'), head = el('tr', t);
   el('th', head, '', 'rowname');
-  s.columns.forEach(c => el('th', head, show(c), 'col'));
+  s.columns.forEach(c => el('th', head, c, 'col'));
   s.values.forEach((row, r) => {
     const tr = el('tr', t); el('th', tr, s.rows[r], 'rowname');
     row.forEach((v, c) => {
@@ -399,7 +399,7 @@ function drawTable(box, s) {
   s.header.forEach(h => el('th', head, h, 'rowname'));
   s.rows.forEach(row => {
     const tr = el('tr', t);
-    row.forEach(v => el('td', tr, typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : show(v),
+    row.forEach(v => el('td', tr, typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : v,
                         typeof v === 'number' ? 'num' : ''));
   });
 }
@@ -453,7 +453,7 @@ def lab_sections(result: Any, top: int = 20) -> list[dict[str, Any]]:
                 for i in layers]  # fmt: skip
         largest = sorted(contributions.items(), key=lambda item: -abs(item[1]))[:top]
         hint = f"sum {result.total:.4f} = the logit {result.logit:.4f}; embed_tokens {contributions['embed_tokens']:.4f}"
-        return [heatmap(f"Direct logit attribution of token {result.target}", hint, [f"layers.{i}" for i in layers],
+        return [heatmap(f"Direct logit attribution of {token_label(result.target, result.text)}", hint, [f"layers.{i}" for i in layers],
                         [f"head {h}" for h in heads] + ["mlp"], grid),
                 table(f"The {len(largest)} largest contributions", "to the target's logit",
                       ["component", "contribution"], [list(item) for item in largest])]  # fmt: skip

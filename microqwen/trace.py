@@ -513,7 +513,8 @@ def format_lens(position: Position, pieces: Pieces) -> list[str]:
         return []
     final = show_token(position.choice, pieces)
     width = max(13, max(len(row.point) for row in position.logit_lens))
-    head = f"  {'stream':<{width}} {'top token':<20} {'p':>6}   {'rank of ' + final:>20}  {'its p':>6}  {'entropy':>7}  {'KL':>7}"
+    head = (f"  {'stream':<{width}} {'top token':<20} {'p':>6}   {'rank of ' + final:>20}  {'its p':>6}  "
+            f"{'entropy':>7}  {'KL':>7}")
     target = "" if position.target is None else show_token(position.target, pieces)
     lines = [f"logit lens (final norm + output head on each residual stream; final choice {final}):",
              head + (f"  {'target ' + target:>24} {'rank':>7}" if target else "")]  # fmt: skip

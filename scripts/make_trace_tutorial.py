@@ -40,8 +40,11 @@ WORKERS = ["--workers", "2"]
 
 
 class Tutorial:
-    def __init__(self, model: str, python: str, refpython: str, work: str) -> None:
+    """Runs commands on the real model and writes their output, trimmed, into `snippets` (a docs directory)."""
+
+    def __init__(self, model: str, python: str, refpython: str, work: str, snippets: str = SNIPPETS) -> None:
         self.model, self.python, self.refpython, self.work = model, python, refpython, work
+        self.snippets = snippets
         self.timings: list[tuple[str, float]] = []
 
     def shown(self, words: Sequence[str]) -> str:
@@ -67,10 +70,10 @@ class Tutorial:
         return result.stdout
 
     def write(self, name: str, text: str) -> None:
-        os.makedirs(SNIPPETS, exist_ok=True)
-        with open(os.path.join(SNIPPETS, name), "w", encoding="utf-8") as f:
+        os.makedirs(self.snippets, exist_ok=True)
+        with open(os.path.join(self.snippets, name), "w", encoding="utf-8") as f:
             f.write(text.rstrip("\n") + "\n")
-        print(f"wrote docs/snippets/trace/{name}", file=sys.stderr)
+        print(f"wrote {os.path.relpath(os.path.join(self.snippets, name), ROOT)}", file=sys.stderr)
 
 
 def positions(stdout: str) -> list[list[str]]:

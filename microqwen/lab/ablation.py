@@ -205,7 +205,8 @@ class _Experiment:
         """The hook that writes each part's ablated value at the chosen positions."""
         changes: Dict[tuple[str, int], List[Change]] = {}
         for part in parts:
-            value = self.means[part.point][part.start : part.stop] if self.mode == "mean" else [0.0] * (part.stop - part.start)
+            width = part.stop - part.start
+            value = self.means[part.point][part.start : part.stop] if self.mode == "mean" else [0.0] * width
             for pos in self.positions:
                 changes.setdefault((part.point, pos), []).append((part.start, value))
         return writer(changes)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..errors import UsageError
 from ..kernels import dot
 from ..model import Qwen2ForCausalLM
 from .components import head_name
-from .runs import Runs
+from .runs import Runs, token_text
 
 
 @dataclass
@@ -34,13 +34,14 @@ class Attribution:
     """The direct logit attribution of one target token at the last position.
 
     Attributes:
-        target: the token id.
+        target: the token id; `text` its text (None without a tokenizer).
         logit: its logit, as the model computed it.
         scale: the final norm's frozen scale s = 1 / sqrt(mean(h^2) + eps).
         contributions: `embed_tokens`, `layers.{i}.self_attn.head.{h}` and `layers.{i}.mlp` -> their term.
     """
 
     target: int
+    text: Optional[str]
     logit: float
     scale: float
     contributions: Dict[str, float]
@@ -73,7 +74,7 @@ def attribute(model: Qwen2ForCausalLM, ids: Sequence[int], target: int) -> Attri
         for h, written in enumerate(layer.self_attn.o_proj.tokens(alone)):  # W_o,H o_H: [896] each
             contributions[head_name(i, h)] = dot(u, written)
         contributions[f"layers.{i}.mlp"] = dot(u, seen[f"layers.{i}.mlp.down_proj"])
-    return Attribution(target, run.logits[len(ids) - 1][target], scale, contributions)
+    return Attribution(target, token_text(model, target), run.logits[len(ids) - 1][target], scale, contributions)
 
 
 def direct_logit_attribution(model: Qwen2ForCausalLM, ids: Sequence[int], target: int) -> Dict[str, float]:

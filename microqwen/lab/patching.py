@@ -150,12 +150,13 @@ def format_patching(result: Patching) -> str:
     """The table of `restored`: one line per row, one column per position or head (1.00 = fully restored)."""
     answers = result.answers
     a, b = token_label(answers.a, answers.a_text), token_label(answers.b, answers.b_text)
-    what = "each head's slice of attn_output, at every position" if result.kind == "heads" else f"{result.kind} at one position"
+    heads = result.kind == "heads"
+    what = "each head's slice of attn_output, at every position" if heads else f"{result.kind} at one position"
     lines = [f"activation patching: the clean run's {what} put into the corrupted run",
              f"metric: logit difference {a} - {b}, clean {result.clean_logit_diff:.4f}, corrupted "
              f"{result.corrupted_logit_diff:.4f}; 1 = the clean answer fully restored, 0 = the corrupted run"]  # fmt: skip
     width = max(len(r) for r in result.rows)
-    if result.kind == "heads":
+    if heads:
         lines.append(f"  {'':<{width}} " + " ".join(f"{h:>6}" for h in range(len(result.columns))))
     else:
         lines += [f"  position {c}" for c in result.columns]

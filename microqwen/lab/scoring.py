@@ -71,7 +71,8 @@ def chunk_count(tokens: int, ctx: int, chunks: int | None = None) -> int:
 
 
 def perplexity(model: Qwen2ForCausalLM, ids: Sequence[int], ctx: int = 512, chunks: int | None = None,
-               hook: Hook | None = None, progress: Callable[[int, int, float], None] | None = None) -> Perplexity:  # fmt: skip
+               hook: Hook | None = None,
+               progress: Callable[[int, int, float], None] | None = None) -> Perplexity:  # fmt: skip
     """Score `ids` in chunks of `ctx` tokens (see the module docstring).
 
     `progress(done, total, seconds)` is called after each chunk, with the seconds it took.
