@@ -19,8 +19,9 @@ The modules follow the data, in the order a token meets them:
   linear layers and the engine that computes them), `kernels` (the matrix-vector loops),
   `workers` (the same products in worker processes);
 - logits to text: `sampling`, `generation` (the loop, streaming, a conversation);
-- looking inside: `trace` (every value, the logit lens), `compare` (against the reference),
-  `report` (the HTML report);
+- looking inside: `distribution` (log-probabilities, entropy, KL, rank), `trace` (every value, the
+  logit lens), `compare` (against the reference), `report` (the HTML report);
+- changing it: `lab` (ablation, patching, steering, attribution, perplexity, precision, planted bugs);
 - the tools: `bench`, `inspect_model`, `cli`, and `errors` (the one exception type).
 """
 

@@ -219,7 +219,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise UsageError(f"the prompt is {prompt_ids}, but {args.compare} traced input_ids {ref_ids}")
     targets = _encode_text(tokenizer, args.target, "--target") if args.target is not None else []
     pieces, kept = trace.token_pieces(tokenizer), []
-    keep, show = bool(args.json or args.html or args.compare is not None), args.compare is None
+    keep, show = bool(args.json or args.html or args.compare is not None or targets), args.compare is None
 
     def emit(position: trace.Position) -> None:
         if keep:
@@ -405,13 +405,13 @@ def cmd_induction(args: argparse.Namespace) -> int:
         print(induction.format_induction(result, args.top))
         if args.ablate:
             top = [s.component for s in result.ranked[: args.ablate]]
-            others = [s.component for s in result.ranked[args.ablate :]]
-            control = sorted(random.Random(args.seed).sample(others, args.ablate))
+            lower_half = [s.component for s in result.ranked[len(result.ranked) // 2 :]]  # the least induction-like
+            control = sorted(random.Random(args.seed).sample(lower_half, args.ablate))
             for label, chosen in (("the top", top), ("a control of", control)):
                 ablated = ablation.ablate(model, ids, chosen, args.mode, score_from=args.length)
                 print(f"ablating {label} {args.ablate} heads ({args.mode}): {', '.join(chosen)}")
                 print(f"  loss on the repeat: {ablated.loss_before:.4f} -> {ablated.loss_after:.4f} nats per token")
-    _lab_outputs(args, result, tokenizer, ids, "induction heads")
+    _lab_outputs(args, result, tokenizer, ids, "induction heads", f"{args.length} random tokens, twice (seed {args.seed})")
     return 0
 
 
@@ -487,8 +487,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def _lab_outputs(args: argparse.Namespace, result: Any, tokenizer: Tokenizer | None, ids: Sequence[int],
-                 what: str | None) -> None:  # fmt: skip
-    """--json (the result as JSON) and --html (its heatmaps and tables)."""
+                 what: str | None, subject: str | None = None) -> None:  # fmt: skip
+    """--json (the result as JSON) and --html (its heatmaps and tables, titled with `subject` or the prompt)."""
     from .lab.runs import to_json
     from .report import lab_sections, write_lab_html
 
@@ -496,7 +496,7 @@ def _lab_outputs(args: argparse.Namespace, result: Any, tokenizer: Tokenizer | N
         _save_json(args.json, dict(to_json(result), ids=list(ids)))
     if getattr(args, "html", None) and what is not None:
         text = tokenizer.decode(ids) if tokenizer else ",".join(map(str, ids))
-        write_lab_html(args.html, f"microqwen {what}: {text[:80]!r}", lab_sections(result))
+        write_lab_html(args.html, f"microqwen {what}: {subject or repr(text[:80])}", lab_sections(result))
 
 
 def _save_json(path: str, data: dict[str, Any]) -> None:
@@ -882,7 +882,8 @@ def _add_lab_commands(commands: Any) -> None:
     induction.add_argument("--low", type=int, default=1000, help="the smallest token id drawn (default 1000)")
     induction.add_argument("--top", type=int, default=10, metavar="N", help="heads listed (default 10)")
     induction.add_argument("--ablate", type=int, default=0, metavar="N",
-                           help="ablate the top N heads, and N others as a control; the loss on the repeat")
+                           help="ablate the top N heads, and as a control N drawn from the lower-scoring half; "
+                                "the loss on the repeat")
     induction.add_argument("--mode", choices=MODES, default="zero", help="how to ablate (default zero)")
     _add_outputs(induction)
     induction.set_defaults(run=cmd_induction)

@@ -365,7 +365,7 @@ LAB_PAGE = """<!DOCTYPE html>
 LAB_STYLE = """
 table.heat td { width: 46px; text-align: right; color: #222; }
 table.heat td.dark { color: #fff; }
-table.heat th.col { max-width: 90px; font-weight: normal; cursor: default; }
+table.heat th.col { max-width: 130px; white-space: normal; font-weight: normal; cursor: default; }
 table.plain td { max-width: none; } table.plain td.num { text-align: right; }
 pre.lines { font-family: ui-monospace, monospace; font-size: 13px; background: #f7f7f7; padding: 8px;
             white-space: pre-wrap; max-width: 1100px; }

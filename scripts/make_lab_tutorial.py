@@ -1,7 +1,7 @@
 """Regenerate every output quoted in docs/experiments.md and docs/mutations.md, and their screenshots.
 
     pypy3 scripts/make_lab_tutorial.py --model DIR                  # about an hour on 2 busy cores
-    pypy3 scripts/make_lab_tutorial.py --model DIR --only mutations
+    pypy3 scripts/make_lab_tutorial.py --model DIR --only patching mutations
 
 Runs the lab's commands (with this interpreter and `--workers 1`: use PyPy, CPython is ~10x slower)
 on the model directory DIR, the model the pages name, and writes
@@ -62,8 +62,8 @@ def run(t: Tutorial, name: str, args: list[str], timed: str, trim: Callable[[str
 
 def make_induction(t: Tutorial) -> None:
     page = os.path.join(t.work, "induction.html")
-    args = ["induction", "-m", t.model, "--length", "20", "--seed", "1", "--ablate", "4", "--html", page]
-    out = run(t, "induction.txt", args, "induction: score 336 heads, ablate 4 + 4",
+    args = ["induction", "-m", t.model, "--length", "20", "--seed", "1", "--ablate", "10", "--mode", "mean", "--html", page]
+    out = run(t, "induction.txt", args, "induction: score 336 heads, ablate 10 + 10",
               lambda s: lines_between(s, "induction scores", "  layer") + "\n...\n" + lines_between(s, "loss per token"))
     image(t, page, "lab-induction.png", "1100,1150")
     assert "ablating the top 4 heads" in out
@@ -153,32 +153,45 @@ def make_mutations(t: Tutorial) -> None:
 
 
 def make_timings(t: Tutorial, snippets: str) -> None:
+    """Add this run's timings to `timings.txt` there (a rerun of one experiment replaces its own lines)."""
     import platform
 
+    path = os.path.join(snippets, "timings.txt")
+    kept: dict[str, str] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            kept = {line[:54].strip(): line for line in f.read().split("\n")[1:] if line.strip()}
+    kept.update({what: f"  {what:<52} {seconds:7.1f} s" for what, seconds in t.timings})
+    head = (f"{platform.python_implementation()} {platform.python_version()}, {' '.join(WORKERS)}, "
+            f"{os.cpu_count()} CPUs (shared with other work while it ran):")  # fmt: skip
     t.snippets = snippets
-    lines = [f"{platform.python_implementation()} {platform.python_version()}, {' '.join(WORKERS)}, "
-             f"{os.cpu_count()} CPUs (shared with other work while it ran):"]  # fmt: skip
-    lines += [f"  {what:<52} {seconds:7.1f} s" for what, seconds in t.timings]
-    t.write("timings.txt", "\n".join(lines))
+    t.write("timings.txt", "\n".join([head, *kept.values()]))
+
+
+EXPERIMENTS = ["induction", "patching", "attribution", "steering", "target", "perplexity", "precision"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="the real model directory")
-    parser.add_argument("--only", choices=["experiments", "mutations"], help="make one page's outputs only")
+    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS + ["mutations"],
+                        help="make only these experiments' outputs (attribution includes the ablations), or mutations")
     args = parser.parse_args()
+    only = args.only or EXPERIMENTS + ["mutations"]
+    chosen = [name for name in EXPERIMENTS if name in only]
     with tempfile.TemporaryDirectory(prefix="microqwen-lab-") as work:
-        if args.only != "mutations":
-            t = Tutorial(args.model, sys.executable, "", work, LAB)
-            make_induction(t)
-            make_patching(t)
-            make_ablation(t, make_attribution(t))
-            make_steering(t)
-            make_target(t)
-            make_perplexity(t)
-            make_precision(t)
+        t = Tutorial(args.model, sys.executable, "", work, LAB)
+        steps: dict[str, Callable[[], None]] = {
+            "induction": lambda: make_induction(t), "patching": lambda: make_patching(t),
+            "attribution": lambda: make_ablation(t, make_attribution(t)), "steering": lambda: make_steering(t),
+            "target": lambda: make_target(t), "perplexity": lambda: make_perplexity(t),
+            "precision": lambda: make_precision(t),
+        }  # fmt: skip
+        for name in chosen:
+            steps[name]()
+        if chosen:
             make_timings(t, LAB)
-        if args.only != "experiments":
+        if "mutations" in only:
             t = Tutorial(args.model, sys.executable, "", work, MUTATIONS)
             make_mutations(t)
             make_timings(t, MUTATIONS)

@@ -151,8 +151,8 @@ def format_patching(result: Patching) -> str:
     answers = result.answers
     a, b = token_label(answers.a, answers.a_text), token_label(answers.b, answers.b_text)
     heads = result.kind == "heads"
-    what = "each head's slice of attn_output, at every position" if heads else f"{result.kind} at one position"
-    lines = [f"activation patching: the clean run's {what} put into the corrupted run",
+    what = "each head's slice of attn_output (at every position)" if heads else f"{result.kind} at one position"
+    lines = [f"activation patching: {what} from the clean run put into the corrupted run",
              f"metric: logit difference {a} - {b}, clean {result.clean_logit_diff:.4f}, corrupted "
              f"{result.corrupted_logit_diff:.4f}; 1 = the clean answer fully restored, 0 = the corrupted run"]  # fmt: skip
     width = max(len(r) for r in result.rows)
