@@ -23,6 +23,8 @@ Every named value can be read or replaced by a *hook*, `hook(name, pos, values, 
 points listed by `point_names` (the Hugging Face module paths without `model.`): returning None
 leaves the value as it was, returning a sequence of the same length replaces it, and everything
 downstream uses the replacement. The hook gets a copy (a tuple), so reading cannot change anything.
+A planted bug (`microqwen.lab.mutations`, `load(..., mutation=NAME)`) may give the model a hook of its
+own, `planted`, which runs before the caller's; without one there is none.
 
 `prefill` runs a whole prompt through the same steps, `TOKENS_PER_PASS` tokens per product (each
 weight read once for all of them), and computes the output head at the last position only.
