@@ -92,6 +92,33 @@ def from_byte_level(tokens: str) -> bytes:
     return tokens.translate(_FROM_BYTE_LEVEL).encode("latin-1")
 
 
+def plain_bpe(word: str, ranks: Mapping[tuple[str, str], int]) -> list[str]:
+    """Step 5 the plain way: the reference that the fast `Tokenizer.bpe` must equal, symbol for symbol.
+
+    Start from one symbol per character of the byte-level word; while some adjacent pair is in
+    `ranks` (merges.txt: pair -> line number), merge the pair of lowest rank, the leftmost one if
+    it occurs more than once. Each merge rescans the whole word, so a word of n symbols costs
+    about n^2 steps: fine to read and to test with, too slow for a line of Chinese (one word).
+    Unlike minbpe's `merge`, which replaces every occurrence of the pair in one pass, this merges
+    one occurrence at a time, as Hugging Face does (the two agree when every merge comes after the
+    merges that made its two parts, as in a trained merges.txt).
+
+    Examples:
+        >>> plain_bpe("lower", {("l", "o"): 0, ("lo", "w"): 1, ("e", "r"): 2})
+        ['low', 'er']
+        >>> plain_bpe("aaa", {("a", "a"): 0})                  # the leftmost pair first
+        ['aa', 'a']
+    """
+    symbols = list(word)
+    while len(symbols) > 1:
+        candidates = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+        if not candidates:
+            break
+        _, i = min(candidates)  # the lowest rank; on a tie, the smallest position
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
+    return symbols
+
+
 @dataclass(frozen=True)
 class AddedToken:
     """A token outside BPE (`<|im_start|>`), found in the text by exact match before anything else.
@@ -281,8 +308,9 @@ class Tokenizer:
         """Step 5: merge the symbols of a byte-level word, lowest rank first, into tokens.
 
         Like Hugging Face, the next merge is always the lowest-ranked adjacent pair, the leftmost
-        one on a tie. A heap of candidate pairs keeps a long word fast (a line of Chinese is one
-        word); a merged-away symbol becomes '' and `left`/`right` link the symbols still alive.
+        one on a tie: the same result as `plain_bpe`, the readable reference (the tests check
+        that the two agree). A heap of candidate pairs keeps a long word fast (a line of Chinese is
+        one word); a merged-away symbol becomes '' and `left`/`right` link the symbols still alive.
         Each merge applied is appended to `steps` when it is given.
 
         Examples:
