@@ -12,7 +12,7 @@ reply with `<|im_end|>`, its end-of-sequence token.
     What is the capital of France?<|im_end|>
     <|im_start|>assistant
 
-That prompt is 36 tokens (SPEC.md section 6). `<|im_start|>` and `<|im_end|>` are single tokens,
+That prompt is 36 tokens (docs/reference/qwen2.5-0.5b.md). `<|im_start|>` and `<|im_end|>` are single tokens,
 so no user text can forge them: `Tokenizer.encode(text, allow_special=False)` reads them as text.
 
 Hugging Face renders the Jinja `chat_template` of tokenizer_config.json; here the same template

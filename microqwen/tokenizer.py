@@ -2,7 +2,7 @@
 
 The model reads numbers, not text. Qwen2.5's vocabulary has 151,643 tokens, each a string of
 bytes, plus 22 added tokens such as `<|im_start|>`; a token's id is its row in the embedding.
-Encoding text goes through five steps (SPEC.md section 5), and `encode_traced` shows each one:
+Encoding text goes through five steps (docs/reference/qwen2.5-0.5b.md), and `encode_traced` shows each one:
 
 1. Added tokens that appear literally in the text (`<|im_end|>`) are cut out first and become
    their own id, unless `allow_special=False` asks for special tokens to be read as plain text.

@@ -42,7 +42,7 @@ def model_dir() -> pathlib.Path:
 def test_the_random_model_has_qwen2_5_0_5b_shapes(model_dir: pathlib.Path) -> None:
     report = inspect(str(model_dir))
     assert report.problems == []
-    assert len(report.tensors) == 290 and report.parameters == 494_032_768  # SPEC.md sections 2 and 3
+    assert len(report.tensors) == 290 and report.parameters == 494_032_768  # docs/reference/qwen2.5-0.5b.md
     assert report.config is not None and report.config.head_dim == 64 and report.config.n_rep == 7
 
 

@@ -19,7 +19,7 @@ from microqwen.tokenizer import (
 
 from . import qwen_vocab, tokenizer_fixtures
 
-# SPEC.md section 5: published encodings.
+# Published encodings, see docs/reference/qwen2.5-0.5b.md.
 PUBLISHED = {
     "Hello world": [9707, 1879],
     " Hello world": [21927, 1879],
