@@ -1,6 +1,6 @@
 """PyTorch on the same model and the same work as `microqwen bench`, for a side-by-side.
 
-    /tmp/refvenv/bin/python scripts/bench_torch.py --model models/random-qwen2.5-0.5b --threads 2
+    $REFPYTHON scripts/bench_torch.py --model models/random-qwen2.5-0.5b --threads 2
 
 Runs transformers' Qwen2ForCausalLM (eager attention) in float32 and in bfloat16 with
 torch.set_num_threads(THREADS): the same 32-token prompt as `microqwen bench` (ids (i * 7919 + 13) % vocab),

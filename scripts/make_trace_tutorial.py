@@ -1,11 +1,14 @@
 """Regenerate every output quoted in docs/tutorial-trace.md, and its screenshot, from the real model.
 
-    pypy3 scripts/make_trace_tutorial.py                      # about 3 minutes on 2 cores
-    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython /tmp/refvenv/bin/python
+    MICROQWEN_REAL_MODEL=DIR REFPYTHON=PYTHON pypy3 scripts/make_trace_tutorial.py    # ~3 minutes, 2 cores
+    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython PYTHON
 
-Runs `microqwen trace` (with this interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on
-Qwen2.5-Coder-0.5B-Instruct as `../shared/tools/real-model` builds it, records the reference with
-scripts/reference_trace.py (in the torch venv), and writes
+DIR (`--model`, else $MICROQWEN_REAL_MODEL) is the directory of a real model of Qwen2.5-0.5B's
+architecture in the Hugging Face layout; the page's outputs come from Qwen2.5-Coder-0.5B-Instruct, its
+Q4_K_M GGUF dequantised to bfloat16 (the page says how to get one). PYTHON (`--refpython`, else
+$REFPYTHON) is a Python with torch and transformers. The script runs `microqwen trace` (with this
+interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on DIR, records the reference with
+scripts/reference_trace.py run by PYTHON, and writes
 
     docs/snippets/trace/*.txt        the commands and their output, trimmed, as the page includes them
     docs/images/trace-report.png     the HTML report in headless Chromium (scripts/screenshot_report.py)
@@ -33,7 +36,6 @@ from typing import Any, Callable, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNIPPETS = os.path.join(ROOT, "docs", "snippets", "trace")
 SCREENSHOT = os.path.join(ROOT, "docs", "images", "trace-report.png")
-DEFAULT_MODEL = "/tmp/realmodel/qwen2.5-coder-0.5b-instruct"
 FRANCE = "The capital of France is"
 CODE = "def area(width, height):\n    return width *"
 WORKERS = ["--workers", "2"]
@@ -268,9 +270,14 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--fault":
         raise SystemExit(run_with_fault(sys.argv[2], sys.argv[4:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the real model directory (default {DEFAULT_MODEL})")
-    parser.add_argument("--refpython", default="/tmp/refvenv/bin/python", help="Python of the torch venv")
+    parser.add_argument("--model", default=os.environ.get("MICROQWEN_REAL_MODEL"),
+                        help="the real model directory (default $MICROQWEN_REAL_MODEL)")  # fmt: skip
+    parser.add_argument("--refpython", default=os.environ.get("REFPYTHON"),
+                        help="a Python with torch and transformers (default $REFPYTHON)")  # fmt: skip
     args = parser.parse_args()
+    if not args.model or not args.refpython:
+        parser.error("give the model directory (--model or MICROQWEN_REAL_MODEL) and the torch venv's Python "
+                     "(--refpython or REFPYTHON)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="microqwen-tutorial-") as work:
         t = Tutorial(args.model, sys.executable, args.refpython, work)
         make_tokens(t)
