@@ -311,7 +311,7 @@ class _Cursor:
                         continue
                     except UnicodeDecodeError:
                         pass  # string() below says where
-            values.append(self.string(f"{what} [{i}]"))
+            values.append(self.string(f"{what}[{i}]"))
         return values
 
 
@@ -408,7 +408,7 @@ def _read_array(cursor: _Cursor, what: str, depth: int) -> tuple[str, list[Any]]
         return "array[string]", cursor.strings(count, what)
     values, element = [], "array[]"
     for i in range(count):
-        element, value = _read_array(cursor, f"{what} [{i}]", depth + 1)
+        element, value = _read_array(cursor, f"{what}[{i}]", depth + 1)
         values.append(value)
     return f"array[{element if count else 'array'}]", values
 
@@ -428,7 +428,7 @@ def _alignment(fields: dict[str, Field], path: str) -> int:
 def _read_tensor_info(cursor: _Cursor, alignment: int) -> TensorInfo:
     """name, n_dims, dims, type, offset: each checked on its own (the layout is checked after)."""
     path, start = cursor.path, cursor.pos
-    name = cursor.string(f"the name of the tensor info at byte {start}", MAX_NAME_BYTES)
+    name = cursor.string("the name of a tensor info", MAX_NAME_BYTES)
     where = f"{path}: tensor {name!r} (info at byte {start})"
     if not name:
         raise FormatError(f"{where}: a tensor name must not be empty")
