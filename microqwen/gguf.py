@@ -325,7 +325,7 @@ def _read_header(cursor: _Cursor) -> tuple[int, int, int]:
         raise FormatError(f"{path}: bytes 0-3 are {magic!r}, not {MAGIC!r}: not a GGUF file")
     version = cursor.unpack("<I", 4, "the version")
     if version not in VERSIONS:
-        raise FormatError(f"{path}: {_version_problem(version)}; microqwen reads GGUF versions 2 and 3")
+        raise FormatError(f"{path}: {_version_problem(version)}")
     tensor_count = cursor.unpack("<Q", 8, "the tensor count")
     kv_count = cursor.unpack("<Q", 8, "the metadata count")
     # each key/value takes at least 14 bytes (length 8, one key byte, type 4, one value byte), a tensor info 25
@@ -337,11 +337,11 @@ def _read_header(cursor: _Cursor) -> tuple[int, int, int]:
 
 def _version_problem(version: int) -> str:
     if version == 1:
-        return "GGUF version 1 (bytes 4-7) is the obsolete one with 32-bit counts"
+        return "GGUF version 1 (bytes 4-7) is the obsolete one with 32-bit counts; microqwen reads versions 2 and 3"
     swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
     if swapped in VERSIONS:
-        return f"version {version} (bytes 4-7) is version {swapped} written big-endian, which microqwen does not read"
-    return f"unknown GGUF version {version} (bytes 4-7)"
+        return f"version {version} (bytes 4-7) is version {swapped} written big-endian; microqwen reads little-endian files"
+    return f"unknown GGUF version {version} (bytes 4-7); microqwen reads GGUF versions 2 and 3"
 
 
 def _read_metadata(cursor: _Cursor, count: int) -> dict[str, Field]:
@@ -350,14 +350,21 @@ def _read_metadata(cursor: _Cursor, count: int) -> dict[str, Field]:
         offset = cursor.pos
         key = cursor.string(f"metadata key {index}", MAX_KEY_BYTES)
         if not key or not key.isascii():
-            raise FormatError(f"{cursor.path}: metadata key {index} at byte {offset} is {key!r}; keys must be non-empty ASCII")
+            raise FormatError(f"{cursor.path}: metadata key {index} at byte {offset} is {_shown(key)}; keys must be "
+                              "non-empty ASCII")  # fmt: skip
         if key in fields:
-            raise FormatError(f"{cursor.path}: metadata key {key!r} at byte {offset} is a duplicate of the one "
+            raise FormatError(f"{cursor.path}: metadata key {_shown(key)} at byte {offset} is a duplicate of the one "
                               f"at byte {fields[key].offset}")  # fmt: skip
-        kind = cursor.unpack("<I", 4, f"the value type of {key!r}")
-        type_name, value = _read_value(cursor, kind, f"metadata key {key!r}", 0)
+        kind = cursor.unpack("<I", 4, f"the value type of {_shown(key)}")
+        type_name, value = _read_value(cursor, kind, f"metadata key {_shown(key)}", 0)
         fields[key] = Field(key, type_name, value, offset)
     return fields
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """repr(text), cut to `limit` characters: a key may be 65,535 bytes long, an error line may not."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def _read_value(cursor: _Cursor, kind: int, what: str, depth: int) -> tuple[str, Value]:
@@ -443,8 +450,9 @@ def _read_tensor_info(cursor: _Cursor, alignment: int) -> TensorInfo:
     ggml_type = quant.TYPES.get(type_id)
     if ggml_type is None:
         raise FormatError(f"{where}: unknown ggml type {type_id}")
-    if dims and dims[0] % ggml_type.block_size:
-        raise FormatError(f"{where}: rows of {dims[0]} weights are not whole {ggml_type.name} blocks of "
+    row_length = dims[0] if dims else 1  # a 0-dimensional tensor is one weight
+    if row_length % ggml_type.block_size:
+        raise FormatError(f"{where}: rows of {row_length} weights are not whole {ggml_type.name} blocks of "
                           f"{ggml_type.block_size}")  # fmt: skip
     if offset % alignment:
         raise FormatError(f"{where}: data offset {offset} is not a multiple of the alignment {alignment}")

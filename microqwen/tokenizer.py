@@ -661,14 +661,14 @@ def _gguf_vocab(tokens: list[str], kinds: list[int], source: str) -> tuple[dict[
     for token_id, (token, kind) in enumerate(zip(tokens, kinds)):
         if kind in (1, 5):
             if token in vocab:
-                raise FormatError(f"{source}: tokenizer.ggml.tokens {vocab[token]} and {token_id} are both {token!r}")
+                raise FormatError(f"{source}: tokenizer.ggml.tokens {vocab[token]} and {token_id} are both {token[:40]!r}")
             vocab[token] = token_id
         elif kind in (3, 4) and token:
             added.append(AddedToken(token_id, token, kind == 3))
         else:
             raise FormatError(
                 f"{source}: tokenizer.ggml.token_type[{token_id}] is {kind} ({GGUF_TOKEN_TYPES.get(kind, 'unknown type')}) "
-                f"for token {token!r}; a byte-level BPE vocabulary has normal (1), control (3), user-defined (4) "
+                f"for token {token[:40]!r}; a byte-level BPE vocabulary has normal (1), control (3), user-defined (4) "
                 "and unused (5) tokens"
             )
     return vocab, added
