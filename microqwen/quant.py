@@ -26,12 +26,13 @@ multiplies `d`. Bits per weight, scales included:
 | Q6_K | 256 | 210 | 6.5625 | d * s * (q - 32), q 0..63, int8 s per 16 |
 
 Each `dequantize_*` function below decodes one format and gives its byte layout; `dequantize`
-picks the right one and stores the weights as float32. Every product in these formulas is exact
-in float32 (a float16 has 11 significant bits, the integers at most 12 more), so the only
-rounding is the one addition or subtraction of a minimum: the functions compute in Python's
-float64, where that sum is exact too, and storing into `array('f')` rounds it once to the nearest
-float32. That is bit for bit what the reference computes (the `gguf` package's float32 numpy
-arithmetic, which transformers uses to load a GGUF file).
+picks the right one and returns the weights as float32. Every product in these formulas is exact
+in float32 (a float16 has 11 significant bits, the integers and scales at most 12 more), so the
+only rounding is the one addition or subtraction of a minimum: the block formats compute each
+weight in Python's float64, where that sum is exact too (`BLOCK_FORMATS` returns those exact
+values), and storing into `array('f')` rounds it once to the nearest float32. That is bit for bit
+what the reference computes (the `gguf` package's float32 numpy arithmetic, which transformers
+uses to load a GGUF file). The float types F32, F16 and BF16 are widened by their bits.
 
 The `dot_*` kernels compute a row of W times x straight from the blocks, llama.cpp's way:
 per block, the scale times the dot product of the block's integers with x, minus the minimum
