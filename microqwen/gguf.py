@@ -239,6 +239,7 @@ class GGUFFile:
         return quant.dequantize(info.dtype, self.read_rows(name, first, rows))
 
     def close(self) -> None:
+        """Close the file (nothing is mapped: every read went through read(2))."""
         self._file.close()
 
     def __enter__(self) -> GGUFFile:
