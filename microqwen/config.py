@@ -314,9 +314,15 @@ def mismatches(config: Config, tensors: Mapping[str, TensorShape], dtypes: Colle
     return problems
 
 
-def check_tensors(config: Config, tensors: Mapping[str, TensorShape], source: str) -> None:
-    """Raise a `ConfigError` listing every mismatch between the checkpoint and the config."""
-    problems = mismatches(config, tensors)
+def check_tensors(
+    config: Config, tensors: Mapping[str, TensorShape], source: str, dtypes: Collection[str] = ("BF16",),
+    against: str = "config.json",
+) -> None:
+    """Raise a `ConfigError` listing every mismatch between the checkpoint and the config (see `mismatches`).
+
+    For a GGUF file: `dtypes=quant.SUPPORTED, against="its qwen2 metadata"`.
+    """
+    problems = mismatches(config, tensors, dtypes)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise ConfigError(f"{source}: the weights do not fit config.json: {shown}")
+        raise ConfigError(f"{source}: the weights do not fit {against}: {shown}")

@@ -205,11 +205,6 @@ class GGUFFile:
         """key -> value for every metadata pair, in file order."""
         return {key: field.value for key, field in self.fields.items()}
 
-    @property
-    def header_size(self) -> int:
-        """Bytes before the data section (header, metadata, tensor infos, padding)."""
-        return self.data_start
-
     def read_rows_into(self, name: str, out: array[Any], first: int, count: int) -> None:
         """Append rows first..first+count-1 of tensor `name`, as stored, to `out`, read from the file.
 

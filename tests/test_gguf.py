@@ -318,3 +318,17 @@ def test_an_array_at_the_limit_is_read(tmp_path: pathlib.Path) -> None:
     with GGUFFile(write(tmp_path, gguf_bytes.pad(blob, 32))) as f:
         value = f.metadata["k"]
         assert f.fields["k"].type == "array[uint8]" and isinstance(value, list) and len(value) == 1 << 16 < MAX_ARRAY_LENGTH
+
+
+def test_check_tensors_names_the_gguf_metadata() -> None:
+    from microqwen.config import check_tensors
+
+    with GGUFFile(str(FIXTURES / "kquants-gqa2-untied.gguf")) as f:
+        config = Config.from_gguf(f.metadata, list(f.tensors), f.path)
+        tensors = hf_tensors(f)
+    check_tensors(config, tensors, "k.gguf", quant.SUPPORTED, "its qwen2 metadata")
+    with pytest.raises(ConfigError, match="tensor model.layers.0.mlp.down_proj.weight is Q2_K; microqwen reads BF16 weights"):
+        check_tensors(config, tensors, "k.gguf")  # the default: what safetensors files hold
+    del tensors["model.norm.weight"]
+    with pytest.raises(ConfigError, match=r"^k\.gguf: the weights do not fit its qwen2 metadata: missing tensor model\.norm\.weight"):
+        check_tensors(config, tensors, "k.gguf", quant.SUPPORTED, "its qwen2 metadata")
