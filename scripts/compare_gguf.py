@@ -52,7 +52,7 @@ def main() -> None:
         print(f"{args.path}: {len(f.fields)} metadata keys, {len(f.tensors)} tensor infos: "
               f"{'the same' if not problems else '; '.join(problems)}")  # fmt: skip
         for name, tensors in sorted(by_type.items()):
-            picked = list(dict.fromkeys(tensors[:2] + tensors[-1:]).keys())[: args.per_type]
+            picked = list({t.name: t for t in tensors[:2] + tensors[-1:]}.values())[: args.per_type]
             for t in picked:
                 info = f.tensors[t.name]
                 rows = info.rows if args.rows == 0 else min(info.rows, args.rows)
