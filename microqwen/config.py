@@ -133,7 +133,6 @@ class Config:
             rms_norm_eps=_positive_float(raw, "qwen2.attention.layer_norm_rms_epsilon", source),
             head_dim=head_dim,
             tie_word_embeddings="output.weight" not in tensor_names,
-            bos_token_id=None,
             eos_token_ids=_gguf_eos_token_ids(raw, source),
         )
 

@@ -149,7 +149,7 @@ def test_the_converted_model_has_the_config_of_its_safetensors_original() -> Non
     with GGUFFile(str(FIXTURES / "mha-hd16-theta1e4-tied.Q8_0.gguf")) as f:
         config = Config.from_gguf(f.metadata, list(f.tensors), f.path)
     assert config.rms_norm_eps == struct.unpack("<f", struct.pack("<f", original.rms_norm_eps))[0]  # stored as float32
-    assert vars(config) == dict(vars(original), rms_norm_eps=config.rms_norm_eps, bos_token_id=None)
+    assert vars(config) == dict(vars(original), rms_norm_eps=config.rms_norm_eps)
 
 
 def test_the_k_quant_model_is_untied_with_shared_kv_heads() -> None:
@@ -169,7 +169,7 @@ QWEN2 = {"general.architecture": "qwen2", "qwen2.embedding_length": 896, "qwen2.
 def test_qwen25_metadata_gives_qwen25s_config() -> None:
     config = Config.from_gguf(QWEN2, ["output.weight"], "q.gguf")
     published = Config.from_file(str(FIXTURES.parent.parent / "data" / "qwen2.5-0.5b-instruct" / "config.json"))
-    assert vars(config) == dict(vars(published), tie_word_embeddings=False, bos_token_id=None)
+    assert vars(config) == dict(vars(published), tie_word_embeddings=False)
 
 
 @pytest.mark.parametrize("change,message", [
