@@ -12,8 +12,9 @@ for token in microqwen.generate(model, ids, max_new_tokens=8):
 The modules follow the data, in the order a token meets them:
 
 - getting the files: `hub` (the Hugging Face Hub and its cache);
-- reading them: `bf16` (the number format), `jsonparse`, `safetensors`, `config`, `weights`
-  (every tensor by its Hugging Face name);
+- reading them: `bf16` (the number format), `jsonparse`, `safetensors`, `gguf` (llama.cpp's
+  one-file format) and `quant` (its quantised block formats), `config`, `weights` (every tensor by
+  its Hugging Face name);
 - text to ids: `pretokenize`, `tokenizer`, `chat` (the chat template);
 - ids to logits: `model` (the transformer, one token at a time, with hooks), `linear` (its
   linear layers and the engine that computes them), `kernels` (the matrix-vector loops),

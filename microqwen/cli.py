@@ -33,6 +33,12 @@ Command = Callable[[argparse.Namespace], int]
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """`microqwen inspect PATH`: the tensor table and config of a model, from the headers only."""
+    if inspect_model.is_gguf(args.path):
+        gguf_report = inspect_model.inspect_gguf(args.path)
+        print(inspect_model.gguf_to_json(gguf_report) if args.json else inspect_model.gguf_to_text(gguf_report))
+        if gguf_report.problems:
+            raise MicroQwenError(f"{args.path}: the tensors do not fit the qwen2 metadata: " + "; ".join(gguf_report.problems))
+        return 0
     report = inspect_model.inspect(args.path)
     print(inspect_model.to_json(report) if args.json else inspect_model.to_text(report))
     if report.problems:
@@ -357,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     inspect = commands.add_parser("inspect", help="show the tensors, sizes and config of a model file or directory")
-    inspect.add_argument("path", metavar="PATH", help="a .safetensors file or a model directory")
+    inspect.add_argument("path", metavar="PATH", help="a .safetensors or .gguf file, or a model directory")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.set_defaults(run=cmd_inspect)
 

@@ -40,7 +40,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from . import chat, pretokenize
 from .errors import FormatError, UsageError
@@ -242,6 +242,48 @@ class Tokenizer:
         merges, lines = _read_merges_txt(merges_txt)
         added = _config_added_tokens(config, os.path.join(path, "tokenizer_config.json"))
         return cls(vocab, merges, added, chat_template, eos_token, vocab_json, lambda i: f"{merges_txt} line {lines[i]}")
+
+    @classmethod
+    def from_gguf(cls, metadata: Mapping[str, object], source: str) -> Tokenizer:
+        """The tokenizer of a GGUF file, from its `tokenizer.*` metadata (as llama.cpp's converter writes it).
+
+        `tokenizer.ggml.model` must be "gpt2" (byte-level BPE) and `tokenizer.ggml.pre` "qwen2" (Qwen2's
+        pre-tokenizer). `tokenizer.ggml.tokens[i]` is the token of id i, in byte-level characters;
+        `tokenizer.ggml.token_type[i]` says what it is, read as transformers reads a GGUF file:
+
+            1 normal, 5 unused       BPE vocabulary (the unused are the padding ids [PAD151665] ...)
+            3 control                an added token that is special (<|im_end|>, and <|fim_prefix|>,
+                                     which Hugging Face's tokenizer.json does not mark special)
+            4 user-defined           an added token that is not special (<tool_call>)
+
+        `tokenizer.ggml.merges` lists the merges as "left right"; `tokenizer.ggml.eos_token_id` names
+        the token that ends a reply, and `tokenizer.chat_template` must be Qwen2.5's
+        (`microqwen.chat.check_template`). `source` names the file in error messages.
+        """
+        for key, expected in (("tokenizer.ggml.model", "gpt2"), ("tokenizer.ggml.pre", "qwen2")):
+            if metadata.get(key) != expected:
+                raise FormatError(f"{source}: {key} is {metadata.get(key)!r}; microqwen implements Qwen2's "
+                                  f"byte-level BPE tokenizer, {key} {expected!r}")  # fmt: skip
+        if metadata.get("tokenizer.ggml.add_bos_token", False) is not False:
+            raise FormatError(f"{source}: tokenizer.ggml.add_bos_token is set; Qwen2 starts a text with no BOS token")
+        tokens = _gguf_list(metadata, "tokenizer.ggml.tokens", str, source)
+        kinds = _gguf_list(metadata, "tokenizer.ggml.token_type", int, source)
+        if len(kinds) != len(tokens):
+            raise FormatError(f"{source}: {len(tokens)} tokenizer.ggml.tokens but {len(kinds)} tokenizer.ggml.token_type")
+        vocab, added = _gguf_vocab(tokens, kinds, source)
+        where = f"{source}: tokenizer.ggml.merges"
+        raw_merges = _gguf_list(metadata, "tokenizer.ggml.merges", str, source) if "tokenizer.ggml.merges" in metadata else []
+        merges = [_merge_pair(merge, f"{where}[{i}]") for i, merge in enumerate(raw_merges)]
+        template = metadata.get("tokenizer.chat_template")
+        if template is not None:
+            if not isinstance(template, str):
+                raise FormatError(f"{source}: tokenizer.chat_template must be a string")
+            chat.check_template(template, f"{source}: tokenizer.chat_template")
+        eos = metadata.get("tokenizer.ggml.eos_token_id")
+        if eos is not None and not (isinstance(eos, int) and 0 <= eos < len(tokens)):
+            raise FormatError(f"{source}: tokenizer.ggml.eos_token_id {eos!r} is not one of the {len(tokens)} token ids")
+        eos_token = tokens[eos] if isinstance(eos, int) else None
+        return cls(vocab, merges, added, template, eos_token, f"{source}: tokenizer.ggml.tokens", lambda i: f"{where}[{i}]")
 
     @property
     def vocab_size(self) -> int:
@@ -627,6 +669,37 @@ def _added_token(entry: JSON, where: str) -> AddedToken:
         if entry.get(option):
             raise FormatError(f"{where}: {option} is true; microqwen matches added tokens exactly, as Qwen2 does")
     return AddedToken(token_id, entry["content"], entry.get("special") is True)
+
+
+GGUF_TOKEN_TYPES = {1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused", 6: "byte"}
+"""llama.cpp's token types (tokenizer.ggml.token_type), of which byte-level BPE uses 1, 3, 4 and 5."""
+
+
+def _gguf_list(metadata: Mapping[str, object], key: str, kind: type, source: str) -> list[Any]:
+    value = metadata.get(key)
+    if not isinstance(value, list) or not all(isinstance(item, kind) and not isinstance(item, bool) for item in value):
+        raise FormatError(f"{source}: {key} must be an array of {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _gguf_vocab(tokens: list[str], kinds: list[int], source: str) -> tuple[dict[str, int], list[AddedToken]]:
+    """BPE vocabulary (normal and unused tokens) and added tokens (control: special; user-defined: not)."""
+    vocab: dict[str, int] = {}
+    added = []
+    for token_id, (token, kind) in enumerate(zip(tokens, kinds)):
+        if kind in (1, 5):
+            if token in vocab:
+                raise FormatError(f"{source}: tokenizer.ggml.tokens {vocab[token]} and {token_id} are both {token[:40]!r}")
+            vocab[token] = token_id
+        elif kind in (3, 4) and token:
+            added.append(AddedToken(token_id, token, kind == 3))
+        else:
+            raise FormatError(
+                f"{source}: tokenizer.ggml.token_type[{token_id}] is {kind} ({GGUF_TOKEN_TYPES.get(kind, 'unknown type')}) "
+                f"for token {token[:40]!r}; a byte-level BPE vocabulary has normal (1), control (3), user-defined (4) "
+                "and unused (5) tokens"
+            )
+    return vocab, added
 
 
 def _read_tokenizer_config(path: str) -> dict[str, JSON]:
