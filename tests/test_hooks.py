@@ -108,7 +108,7 @@ def test_a_replacement_of_the_wrong_length_names_the_point_and_both_lengths(wron
         width = model.config.intermediate_size
         with pytest.raises(HookError, match=f"replaced layers.1.mlp.up_proj at position 0 with {len(wrong)} values; "
                                             f"it has {width}"):  # fmt: skip
-            model.forward(3, 0, hook)  # type: ignore[arg-type]
+            model.forward(3, 0, hook)
 
 
 def test_a_replacement_that_is_not_numbers_is_a_clear_error() -> None:
