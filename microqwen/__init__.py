@@ -17,9 +17,10 @@ The modules follow the data, in the order a token meets them:
   its Hugging Face name);
 - text to ids: `pretokenize`, `tokenizer`, `chat` (the chat template);
 - ids to logits: `model` (the transformer, one token at a time, with hooks), `linear` (its
-  linear layers and the engine that computes them), `kernels` (the matrix-vector loops),
-  `workers` (the same products in worker processes);
-- logits to text: `sampling`, `generation` (the loop, streaming, a conversation);
+  linear layers), `kernels` (the matrix-vector loops), `shards` (a layer split among processes)
+  and `workers` (the processes that run the shards);
+- logits to text: `sampling`, `generation` (the loop, streaming, lookup decoding, a conversation),
+  `promptcache` (the KV cache of earlier prompts, on disk);
 - looking inside: `trace` (every value, the logit lens), `compare` (against the reference),
   `report` (the HTML report);
 - the tools: `bench`, `inspect_model`, `cli`, and `errors` (the one exception type).
