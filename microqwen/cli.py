@@ -54,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--prompt-tokens and --decode-tokens must be 1 or more, --workers 0 or more; got "
                          f"{args.prompt_tokens}, {args.decode_tokens}, {args.workers}")  # fmt: skip
     figures = bench.measure(_resolve(args.model), args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
-                            progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
+                            args.long_context, progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
     print(bench.report(figures))
     if args.json:
         try:
@@ -75,6 +75,28 @@ def cmd_download(args: argparse.Namespace) -> int:
             raise UsageError(f"{spec} already names a revision; drop --revision {args.revision}")
         spec = f"{spec}@{args.revision}"
     print(hub.resolve_model(spec))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`microqwen cache [list|clear]`: the prompt cache on disk (the KV cache of earlier prompts)."""
+    from .promptcache import cache_dir, every_entry
+
+    directory = os.path.join(cache_dir(), "prompts")
+    entries = every_entry(directory)
+    if args.action == "clear":
+        for entry in entries:
+            try:
+                os.unlink(entry.path)
+            except OSError as e:
+                raise UsageError(f"{entry.path}: cannot remove: {e.strerror}") from None
+        print(f"removed {len(entries)} saved prompts ({sum(e.size for e in entries) / 2**20:.1f} MB) from {directory}")
+        return 0
+    print(f"{directory}: {len(entries)} saved prompts, {sum(e.size for e in entries) / 2**20:.1f} MB")
+    for entry in sorted(entries, key=lambda e: e.used, reverse=True):
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))
+        print(f"  {used}  {len(entry.ids):6d} tokens  {entry.size / 2**20:7.2f} MB  {entry.header.get('numerics')}  "
+              f"{os.path.basename(entry.path)}")  # fmt: skip
     return 0
 
 
@@ -117,14 +139,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt_ids = _prompt_ids(args, tokenizer)
     check_context(0, len(prompt_ids), args.max_context or config.max_position_embeddings)  # before the weights load
     timings = Timings()
-    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer,
+              prompt_cache=not args.no_prompt_cache) as model:  # fmt: skip
         timings.load_seconds = time.perf_counter() - timings.started
         if args.echo and args.print_ids:
             print("\n".join(map(str, prompt_ids)), flush=True)
         elif args.echo and tokenizer is not None:
             _write(tokenizer.decode(prompt_ids))
         for token in generate(model, prompt_ids, args.n_predict, _sampler(model, given), args.stop, timings,
-                              _show_progress):  # fmt: skip
+                              _show_progress, lookup=args.lookup):  # fmt: skip
             if not args.print_ids:
                 _write(token.text)
             elif token.id is not None:
@@ -144,9 +167,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     model_dir = _resolve(args.model)
     tokenizer = Tokenizer.from_dir(model_dir)
     timings = Timings()
-    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer,
+              prompt_cache=not args.no_prompt_cache) as model:  # fmt: skip
         timings.load_seconds = time.perf_counter() - timings.started
-        conversation = Conversation(model, _sampler(model, given), args.system, args.n_predict, timings)
+        conversation = Conversation(model, _sampler(model, given), args.system, args.n_predict, timings, args.lookup)
         _chat_loop(conversation, interactive=sys.stdin.isatty())
     print(timings.report(), file=sys.stderr)
     return 0
@@ -296,6 +320,10 @@ def _check_sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if args.max_context is not None and args.max_context < 1:
         raise UsageError(f"--max-context must be 1 or more, got {args.max_context}")
+    if args.lookup < 0:
+        raise UsageError(f"--lookup must be 0 or more (0 = off), got {args.lookup}")
+    if args.lookup and given.get("temperature", 0.0) != 0:
+        raise UsageError(f"--lookup checks its drafts against greedy decoding: it needs --temp 0, got --temp {given.get('temperature')}")
     return given
 
 
@@ -347,6 +375,11 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
                         help="worker processes besides the main one (default: CPUs - 1)")
     parser.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     parser.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")  # fmt: skip
+    parser.add_argument("--no-prompt-cache", action="store_true",
+                        help="do not keep or reuse the KV cache of prompts on disk (see microqwen cache)")
+    parser.add_argument("--lookup", type=int, default=0, metavar="N",
+                        help="with --temp 0: draft up to N tokens by prompt lookup and check them in one pass "
+                             "(the same text, faster when it repeats earlier text)")  # fmt: skip
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -374,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     bench.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default 32)")
     bench.add_argument("--decode-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    bench.add_argument("--long-context", type=int, default=1000, metavar="N",
+                       help="also decode with N positions in the cache, against 16 (default 1000)")
     bench.add_argument("--json", metavar="FILE", help="also save the figures as JSON")
     bench.set_defaults(run=cmd_bench)
 
@@ -381,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("id", nargs="?", metavar="ID", help="org/name[@revision] (default Qwen/Qwen2.5-0.5B-Instruct)")
     download.add_argument("--revision", help="a branch, tag or commit (default main)")
     download.set_defaults(run=cmd_download)
+
+    cache = commands.add_parser("cache", help="list or clear the prompt cache (the KV cache of earlier prompts, on disk)")
+    cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list", help="list (default) or clear")
+    cache.set_defaults(run=cmd_cache)
 
     tokenize = commands.add_parser("tokenize", help="show the token ids of a text, and how BPE found them")
     tokenize.add_argument("text", metavar="TEXT", help="the text to encode; - reads standard input")

@@ -63,7 +63,9 @@ def test_it_computes_the_references_logits_in_one_process_and_with_a_worker(mode
             assert max_difference([logits[i] for i in expected["top_ids"]], expected["top_logits"]) < TOLERANCE
             assert max_difference(logits[:: reference["sample_stride"]], expected["sampled_logits"]) < TOLERANCE
         results.append((first, second))
-    assert results[0] == results[1]  # the same numbers whether or not a worker computes half of them
+    (alone, after_alone), (shared, after_shared) = results  # with a worker, o_proj's and down_proj's
+    assert max_difference(alone, shared) < 1e-9 and max_difference(after_alone, after_shared) < 1e-9  # partial sums
+    # add up in another order: the same numbers, to rounding
 
 
 def sha256(path: pathlib.Path) -> str:
