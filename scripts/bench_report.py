@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BENCH = os.path.join(ROOT, "docs", "bench")
 OUT = os.path.join(ROOT, "docs", "snippets", "bench")
-RUNGS = ["naive", "sum(map)", "sumprod", "unrolled", "prefill"]
+RUNGS = ["naive", "sum(map)", "sumprod", "unrolled", "interleaved", "prefill"]
 
 
 def load(pattern: str) -> List[Dict[str, Any]]:
@@ -85,9 +85,22 @@ def torch() -> str:
     return "\n".join(lines) + "\n"
 
 
+def lookup() -> str:
+    results = load("lookup-*.json")
+    if not results:
+        return "(not measured: set MICROQWEN_REAL_MODEL for scripts/bench_all.sh)\n"
+    lines = ["| interpreter | processes | tokens | plain greedy tokens/s | with --lookup | speed-up | drafted | accepted |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in results:
+        lines.append(f"| {r['interpreter']} | {r['workers'] + 1} | {r['tokens']} | {r['decode_tokens_per_second']:.2f} "
+                     f"| {r['lookup_tokens_per_second']:.2f} (--lookup {r['lookup']}) | {r['speedup']:.2f}x "
+                     f"| {r['drafted']} | {r['accepted']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
-    for name, table in (("ladder", ladder()), ("engine", engine()), ("torch", torch())):
+    for name, table in (("ladder", ladder()), ("engine", engine()), ("torch", torch()), ("lookup", lookup())):
         with open(os.path.join(OUT, f"{name}.md"), "w") as f:
             f.write(table)
         print(table)

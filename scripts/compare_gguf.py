@@ -1,6 +1,6 @@
 """Read a .gguf file with microqwen and with gguf-py, and compare: metadata, tensor infos, dequantised weights.
 
-    /tmp/refvenv/bin/python scripts/compare_gguf.py model.gguf [--per-type 3] [--rows 256]
+    $REFPYTHON scripts/compare_gguf.py model.gguf [--per-type 3] [--rows 256]
 
 For a file the tests cannot ship (a real model): every metadata value and tensor info must be the
 same, and for `--per-type` tensors of each type (the first, the second and the last of that type),

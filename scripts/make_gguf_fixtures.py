@@ -1,6 +1,6 @@
 """Make the GGUF fixtures: small .gguf files written by the `gguf` package, and what the references read from them.
 
-    /tmp/refvenv/bin/python scripts/make_gguf_fixtures.py        # gguf 0.19, torch 2.13 CPU, transformers 5.24
+    $REFPYTHON scripts/make_gguf_fixtures.py        # gguf 0.19, torch 2.13 CPU, transformers 5.24
 
 (transformers loads a GGUF file only with the `accelerate` package installed in that venv.)
 
