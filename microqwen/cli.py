@@ -270,6 +270,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 1 if first_difference(diffs) else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`microqwen serve`: the explorer at /, an OpenAI-compatible API at /v1, until Ctrl-C or SIGTERM."""
+    from . import serve
+    from .model import load
+
+    for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 1)):
+        if value < low or (flag == "--port" and value > 65535):
+            raise UsageError(f"{flag} must be {'in 0..65535' if flag == '--port' else f'{low} or more'}, got {value}")
+    from .hub import DEFAULT_MODEL
+
+    model_dir = _resolve(args.model)
+    name = args.alias or args.model or DEFAULT_MODEL
+    with load(model_dir, args.workers, args.kernel, args.max_context) as model:
+        try:
+            serve.serve(model, name, args.host, args.port, args.queue)
+        except KeyboardInterrupt:
+            print("microqwen serve: stopped", file=sys.stderr)
+    return 0
+
+
 def _read_stdin() -> str:
     """All of standard input, read as bytes so that \r\n reaches the tokenizer unchanged."""
     try:
@@ -471,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes besides the main one (default: CPUs - 1)")
     trace.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     trace.set_defaults(run=cmd_trace)
+
+    serve = commands.add_parser("serve", help="the explorer in the browser, and an OpenAI-compatible API")
+    serve.add_argument("-m", "--model", metavar="ID_OR_DIR",
+                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0 picks a free one)")
+    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value)")
+    serve.add_argument("--queue", type=int, default=8, metavar="N",
+                       help="requests that may wait while one runs; more get 503 (default 8)")
+    serve.add_argument("--workers", type=int, default=default_workers(),
+                       help="worker processes besides the main one (default: CPUs - 1)")
+    serve.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
+    serve.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 
