@@ -21,6 +21,7 @@ from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
 from .sampling import FLAGS, Sampler, SamplingParams
+from .serve import DEFAULT_PORT, DOCS_URL, QUEUE_SIZE
 from .tokenizer import Tokenizer
 from .workers import default_workers
 
@@ -281,10 +282,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .hub import DEFAULT_MODEL
 
     model_dir = _resolve(args.model)
-    name = args.alias or args.model or DEFAULT_MODEL
+    given = args.model or DEFAULT_MODEL
+    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.isdir(given) else given)
     with load(model_dir, args.workers, args.kernel, args.max_context) as model:
         try:
-            serve.serve(model, name, args.host, args.port, args.queue)
+            serve.serve(model, name, args.host, args.port, args.queue, docs_url=args.docs_url)
         except KeyboardInterrupt:
             print("microqwen serve: stopped", file=sys.stderr)
     return 0
@@ -496,10 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-m", "--model", metavar="ID_OR_DIR",
                        help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0 picks a free one)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value)")
-    serve.add_argument("--queue", type=int, default=8, metavar="N",
-                       help="requests that may wait while one runs; more get 503 (default 8)")
+    serve.add_argument("--queue", type=int, default=QUEUE_SIZE, metavar="N",
+                       help=f"requests that may wait while one runs; more get 503 (default {QUEUE_SIZE})")
+    serve.add_argument("--docs-url", default=DOCS_URL, metavar="URL",
+                       help="where the explorer's links to the docs go (default: mkdocs serve in a checkout)")
     serve.add_argument("--workers", type=int, default=default_workers(),
                        help="worker processes besides the main one (default: CPUs - 1)")
     serve.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")

@@ -197,7 +197,7 @@ def parse_completion(body: JSON, chat: bool, tokenizer: Tokenizer, defaults: Sam
             prompt_ids = _prompt(fields, tokenizer)
         check_context(0, len(prompt_ids), max_context)
     except UsageError as e:  # the chat template's checks of each message, or text that is not text
-        raise RequestError(400, f"{where}: {e}", where) from None
+        raise RequestError(400, str(e) if str(e).startswith(where) else f"{where}: {e}", where) from None
     except ContextError as e:  # a prompt past the context
         raise RequestError(400, f"{where}: the prompt does not fit: {e}", where) from None
     stream = fields.boolean("stream")
@@ -344,25 +344,40 @@ def token_logprob(logits: Sequence[float], token: int, top: int) -> TokenLogprob
     return TokenLogprob(token, logprobs[token], [(t, logprobs[t]) for t in best])
 
 
+def token_string(tokenizer: Tokenizer, token: int) -> str:
+    """A token as the logprobs name it: its text, or OpenAI's `bytes:\\xe4\\xb8` for bytes that are only
+    part of a character (so that no two tokens share a name).
+
+    ```python
+    >>> from microqwen.tokenizer import BYTES_TO_UNICODE
+    >>> tokenizer = Tokenizer({char: byte for byte, char in enumerate(BYTES_TO_UNICODE)}, [])
+    >>> token_string(tokenizer, ord("a")), token_string(tokenizer, 0xE4)
+    ('a', 'bytes:\\xe4')
+
+    ```
+    """
+    data = tokenizer.token_bytes(token)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{byte:02x}" for byte in data)
+
+
 def _chat_logprob(entry: TokenLogprob, tokenizer: Tokenizer) -> dict[str, Any]:
     def one(token: int, logprob: float) -> dict[str, Any]:
-        return {"token": tokenizer.decode([token]), "logprob": logprob, "bytes": list(tokenizer.token_bytes(token))}
+        return {"token": token_string(tokenizer, token), "logprob": logprob, "bytes": list(tokenizer.token_bytes(token))}
 
     return dict(one(entry.id, entry.logprob), top_logprobs=[one(t, lp) for t, lp in entry.top])
 
 
-def _text_logprobs(entries: Sequence[TokenLogprob], tokenizer: Tokenizer, offset: int) -> dict[str, Any]:
-    """A completion's logprobs object: parallel lists, `text_offset` counted in characters from `offset`."""
-    tokens = [tokenizer.decode([e.id]) for e in entries]
-    offsets = []
-    for text in tokens:
-        offsets.append(offset)
-        offset += len(text)
+def _text_logprobs(entries: Sequence[tuple[TokenLogprob, int]], tokenizer: Tokenizer) -> dict[str, Any]:
+    """A completion's logprobs object: parallel lists, each token with the offset (in characters of the
+    answer) of the text it released."""
     return {
-        "tokens": tokens,
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [{tokenizer.decode([t]): lp for t, lp in e.top} for e in entries],
-        "text_offset": offsets,
+        "tokens": [token_string(tokenizer, e.id) for e, _ in entries],
+        "token_logprobs": [e.logprob for e, _ in entries],
+        "top_logprobs": [{token_string(tokenizer, t): lp for t, lp in e.top} for e, _ in entries],
+        "text_offset": [offset for _, offset in entries],
     }
 
 
@@ -381,7 +396,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 class Answer:
-    """Builds the response to one request, whole (`response`) or chunk by chunk (`chunk`, `final_chunks`).
+    """Builds the response to one request from its pieces (`add`): chunk by chunk, or whole (`response`).
 
     `tokenizer` writes the logprobs entries; `created` and `id` are shared by all chunks of a stream.
     """
@@ -390,27 +405,29 @@ class Answer:
         self.request, self.tokenizer = request, tokenizer
         self.id, self.created = new_id(request), int(time.time())
         self.object = "chat.completion" if request.chat else "text_completion"
-        self.streamed_chars = 0  # the completion's text so far, for text_offset
+        self.text: list[str] = []
+        self.length = 0  # characters of text so far
+        self.entries: list[tuple[TokenLogprob, int]] = []  # each with the offset of its text
 
-    def _head(self, chunk: bool) -> dict[str, Any]:
-        kind = self.object + (".chunk" if chunk and self.request.chat else "")
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.request.model}
-
-    def _logprobs(self, entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any] | None:
-        if self.request.top_logprobs is None:
+    def add(self, text: str, logprob: TokenLogprob | None) -> dict[str, Any] | None:
+        """The next piece: the text a token released (maybe '', maybe more than its own), and its logprob.
+        The chunk that streams it, or None when the piece carries nothing to send."""
+        entries = [] if logprob is None else [(logprob, self.length)]
+        self.text.append(text)
+        self.length += len(text)
+        self.entries += entries
+        if not text and not entries:
             return None
-        if self.request.chat:
-            return {"content": [_chat_logprob(e, self.tokenizer) for e in entries]}
-        return _text_logprobs(entries, self.tokenizer, offset)
+        return self._chunk({"content": text} if self.request.chat else text, self._logprobs(entries), None)
 
-    def response(self, text: str, entries: Sequence[TokenLogprob], finish: str, counts: dict[str, int]) -> dict[str, Any]:
+    def response(self, finish: str, counts: dict[str, int]) -> dict[str, Any]:
         """The whole answer: one choice, its finish_reason, and usage."""
         choice: dict[str, Any] = {"index": 0}
         if self.request.chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"] = {"role": "assistant", "content": "".join(self.text)}
         else:
-            choice["text"] = text
-        choice.update(logprobs=self._logprobs(entries, 0), finish_reason=finish)
+            choice["text"] = "".join(self.text)
+        choice.update(logprobs=self._logprobs(self.entries), finish_reason=finish)
         return dict(self._head(chunk=False), choices=[choice], usage=counts)
 
     def first_chunk(self) -> dict[str, Any] | None:
@@ -419,18 +436,23 @@ class Answer:
             return None
         return self._chunk({"role": "assistant", "content": ""}, None, None)
 
-    def chunk(self, text: str, entries: Sequence[TokenLogprob]) -> dict[str, Any]:
-        """A piece of the answer: its text, and the logprobs of the tokens that made it."""
-        logprobs = self._logprobs(entries, self.streamed_chars)
-        self.streamed_chars += len(text)
-        return self._chunk({"content": text} if self.request.chat else text, logprobs, None)
-
     def final_chunks(self, finish: str, counts: dict[str, int]) -> list[dict[str, Any]]:
         """The chunk with finish_reason, then (with include_usage) one with usage and no choice."""
         chunks = [self._chunk({} if self.request.chat else "", None, finish)]
         if self.request.include_usage:
             chunks.append(dict(self._head(chunk=True), choices=[], usage=counts))
         return chunks
+
+    def _head(self, chunk: bool) -> dict[str, Any]:
+        kind = self.object + (".chunk" if chunk and self.request.chat else "")
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.request.model}
+
+    def _logprobs(self, entries: Sequence[tuple[TokenLogprob, int]]) -> dict[str, Any] | None:
+        if self.request.top_logprobs is None:
+            return None
+        if self.request.chat:
+            return {"content": [_chat_logprob(e, self.tokenizer) for e, _ in entries]}
+        return _text_logprobs(entries, self.tokenizer)
 
     def _chunk(self, delta: Any, logprobs: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}

@@ -71,11 +71,17 @@ from .openai_api import (
 )
 from .sampling import Sampler, SamplingParams
 
+DEFAULT_PORT = 8080
+"""llama-server's port, which chat front ends try first."""
+
 MAX_BODY = 1 << 20
 """The largest request body, in bytes (1 MB): a longer one is answered 413 without being read."""
 
 QUEUE_SIZE = 8
 """Requests that may wait for the model while it serves another; one more is answered 503."""
+
+DOCS_URL = "http://127.0.0.1:8000/"
+"""Where the explorer's links to the docs go by default: `mkdocs serve` in a checkout of microqwen."""
 
 IDLE_SECONDS = 60.0
 """A kept-alive connection with no request for this long is closed."""
@@ -233,8 +239,8 @@ class App:
     `cached` (the ids whose positions the cache holds) is read and written on the main thread only.
     """
 
-    def __init__(self, model: Qwen2ForCausalLM, name: str, queue_size: int = QUEUE_SIZE,
-                 max_body: int = MAX_BODY, log: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, model: Qwen2ForCausalLM, name: str, queue_size: int = QUEUE_SIZE, max_body: int = MAX_BODY,
+                 docs_url: str = DOCS_URL, log: Callable[[str], None] | None = None) -> None:  # fmt: skip
         if model.tokenizer is None:
             raise MicroQwenError(f"{model.path}: the server needs a model with tokenizer files")
         self.model, self.tokenizer, self.name = model, model.tokenizer, name
@@ -242,10 +248,15 @@ class App:
         self.cached: list[int] = []
         self.scheduler = Scheduler(queue_size)
         self.max_body = max_body
+        self.docs_url = docs_url if docs_url.endswith("/") else docs_url + "/"
         self.created = int(time.time())
         self.log = log or (lambda line: print(f"microqwen serve: {line}", file=sys.stderr, flush=True))
         self.static = {name: os.path.join(STATIC, name) for name in os.listdir(STATIC)}
         self.sources = {name: os.path.join(PACKAGE, name) for name in os.listdir(PACKAGE) if name.endswith(".py")}
+
+    def info(self) -> dict[str, Any]:
+        """What the explorer page needs first: the model's name and shape, where the docs are."""
+        return dict(self.explorer.info(), model=self.name, docs=self.docs_url)
 
     # ------------------------------------------------------------ completions (on the main thread)
 
@@ -424,11 +435,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/v1/completions": (lambda _: self.completions(chat=False), ("POST",)),
             "/tokenize": (lambda _: self.tokenize(), ("POST",)),
             "/detokenize": (lambda _: self.detokenize(), ("POST",)),
-            "/explorer/info": (lambda _: self.send_json(200, dict(self.app.explorer.info(), model=self.app.name)),
-                               ("GET",)),  # fmt: skip
+            "/explorer/info": (lambda _: self.send_json(200, self.app.info()), ("GET",)),
         }
         if path in routes:
             return routes[path]
+        if path.startswith("/v1/models/"):  # a Hub id has a slash: org/name
+            return self.model_card, ("GET",)
         prefix, _, rest = path.rpartition("/")
         if prefix == "/explorer" and rest in ("run", "lens", "distribution", "ablate", "patch"):
             return (lambda _: self.explore(rest)), ("POST",)
@@ -436,8 +448,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.static, ("GET",)
         if prefix == "/source":
             return self.source, ("GET",)
-        if prefix == "/v1/models":
-            return self.model_card, ("GET",)
         raise RequestError(404, f"there is nothing at {path}")
 
     def _check_host(self) -> None:
@@ -567,15 +577,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._whole(job, answer)
 
     def _whole(self, job: Job, answer: Answer) -> None:
-        text, logprobs = [], []
         for kind, value in job.wait():
             if kind == "piece":
-                text.append(value.text)
-                if value.logprob is not None:
-                    logprobs.append(value.logprob)
+                answer.add(value.text, value.logprob)
             else:
-                finish, counts = value
-                self.send_json(200, answer.response("".join(text), logprobs, finish, counts))
+                self.send_json(200, answer.response(*value))
 
     def _stream(self, job: Job, answer: Answer) -> None:
         """Server-sent events: `data: {chunk}` for each piece of text, then `data: [DONE]`."""
@@ -588,10 +594,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     first = answer.first_chunk()
                     if first is not None:
                         self._event(first)
-                if kind == "piece" and (value.text or value.logprob is not None):
-                    self._event(answer.chunk(value.text, [value.logprob] if value.logprob is not None else []))
-                elif kind == "done":
-                    for chunk in answer.final_chunks(*value):
+                chunks = [answer.add(value.text, value.logprob)] if kind == "piece" else answer.final_chunks(*value)
+                for chunk in chunks:
+                    if chunk is not None:
                         self._event(chunk)
         except RequestError as e:
             if not started:
@@ -660,10 +665,10 @@ def _stop_on_sigterm(signum: int, frame: Optional[object]) -> None:
     raise KeyboardInterrupt()
 
 
-def serve(model: Qwen2ForCausalLM, name: str, host: str = "127.0.0.1", port: int = 8080,
-          queue_size: int = QUEUE_SIZE, max_body: int = MAX_BODY) -> None:  # fmt: skip
+def serve(model: Qwen2ForCausalLM, name: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          queue_size: int = QUEUE_SIZE, max_body: int = MAX_BODY, docs_url: str = DOCS_URL) -> None:  # fmt: skip
     """Serve `model` until Ctrl-C or SIGTERM (which this raises as KeyboardInterrupt once the server is down)."""
-    app = App(model, name, queue_size, max_body)
+    app = App(model, name, queue_size, max_body, docs_url)
     try:
         server = Server((host, port), app)
     except OSError as e:
