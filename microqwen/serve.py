@@ -34,6 +34,7 @@ names another machine, so a web page cannot reach it by rebinding a domain name 
 
 from __future__ import annotations
 
+import collections
 import http.server
 import ipaddress
 import json
@@ -155,29 +156,36 @@ class Job:
 
 
 class Scheduler:
-    """The bounded queue in front of the model, and the loop that runs its jobs in order."""
+    """The bounded queue in front of the model, and the loop that runs its jobs in order.
+
+    A job whose client has gone while it waited gives its place up (and is never run).
+    """
 
     def __init__(self, size: int) -> None:
-        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=size)
+        self.size = size
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.changed = threading.Condition()
         self.seconds_per_job = 1.0  # a running average, for Retry-After
 
     def submit(self, job: Job) -> None:
         """Queue `job`, or answer 503 with an estimate of when to come back."""
-        try:
-            self.jobs.put_nowait(job)
-        except queue.Full:
-            wait = max(1, min(60, math.ceil(self.seconds_per_job * (self.jobs.qsize() + 1))))
-            raise RequestError(503, f"the server is busy: {self.jobs.qsize()} requests are waiting for the model; "
-                                    f"try again in {wait} s", kind="server_busy",
-                               headers={"Retry-After": str(wait)}) from None  # fmt: skip
+        with self.changed:
+            self.waiting = collections.deque(j for j in self.waiting if not j.abandoned.is_set())
+            if len(self.waiting) >= self.size:
+                wait = max(1, min(60, math.ceil(self.seconds_per_job * (len(self.waiting) + 1))))
+                raise RequestError(503, f"the server is busy: {len(self.waiting)} requests are waiting for the model; "
+                                        f"try again in {wait} s", kind="server_busy",
+                                   headers={"Retry-After": str(wait)})  # fmt: skip
+            self.waiting.append(job)
+            self.changed.notify()
 
     def run(self) -> None:
         """Run jobs until KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one); a dead worker ends it too."""
         while True:
-            try:
-                job = self.jobs.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            with self.changed:
+                while not self.waiting:
+                    self.changed.wait(timeout=0.5)  # a timeout, so that a signal is handled promptly
+                job = self.waiting.popleft()
             if not job.alive():
                 continue  # its client left while it waited
             start = time.perf_counter()
@@ -186,11 +194,9 @@ class Scheduler:
 
     def close(self) -> None:
         """Answer every job still waiting: the server is going away."""
-        while True:
-            try:
-                job = self.jobs.get_nowait()
-            except queue.Empty:
-                return
+        with self.changed:
+            jobs, self.waiting = list(self.waiting), collections.deque()
+        for job in jobs:
             job.emit("error", RequestError(503, "the server is shutting down", kind="server_shutting_down"))
 
 

@@ -55,11 +55,11 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        """The first log line matching `pattern`, waiting for it."""
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match[str]:
+        """The first log line from line `since` on that matches `pattern`, waiting for it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in list(self.log):
+            for line in self.log[since:]:
                 found = re.search(pattern, line)
                 if found:
                     return found
