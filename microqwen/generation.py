@@ -137,7 +137,7 @@ def generate(
     cached_ids: Sequence[int] = (),
     hook: Hook | None = None,
     lookup: int = 0,
-) -> Iterator[Token]:
+) -> Generator[Token, None, None]:
     """Continue `prompt` after the tokens already in the model's KV cache; yield each new token.
 
     Args:

@@ -47,7 +47,7 @@ MAX_TOP_LOGPROBS = {"chat": 20, "text": 5}
 COMPLETION_MAX_TOKENS = 16
 """A completion's default max_tokens, as in OpenAI's API; a chat answer runs until it ends (or the context does)."""
 
-NEUTRAL = {
+NEUTRAL: dict[str, JSON] = {
     "n": 1,
     "best_of": 1,
     "echo": False,
@@ -287,7 +287,8 @@ def _sampling(fields: Fields, defaults: SamplingParams | None) -> SamplingParams
         "repetition_penalty": fields.number("repetition_penalty", 0, 10, low_open=True),
         "seed": fields.integer("seed", -(2**63), 2**64 - 1),
     }
-    return replace(base, **{name: value for name, value in given.items() if value is not None})
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    return replace(base, **changes)
 
 
 def _stop(fields: Fields) -> tuple[str, ...]:

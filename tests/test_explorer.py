@@ -18,7 +18,7 @@ import pytest
 
 import microqwen
 from microqwen import explorer
-from microqwen.model import Qwen2ForCausalLM
+from microqwen.model import Hook, Qwen2ForCausalLM
 from microqwen.sampling import SamplingParams
 
 from .reference import Reference, argmax, load_reference, model_dirs, rows, token_ids
@@ -71,7 +71,12 @@ def test_stepping_computes_only_the_new_position(fixture: tuple[Qwen2ForCausalLM
     _, cached = view.run(ids[:-1], [])
     seen: list[int] = []
     forward = model.forward
-    model.forward = lambda token, pos, hook=None: seen.append(pos) or forward(token, pos, hook)  # type: ignore[method-assign]
+
+    def counted(token: int, pos: int, hook: Hook | None = None) -> list[float]:
+        seen.append(pos)
+        return forward(token, pos, hook)
+
+    model.forward = counted  # type: ignore[method-assign]
     try:
         stepped, cached = view.run(ids, cached, start=len(ids) - 1)
     finally:

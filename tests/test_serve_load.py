@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -149,7 +149,7 @@ def test_many_clients_at_once(tmp_path: pathlib.Path) -> None:
             for i in range(25):
                 chat = (n + i) % 2 == 0
                 path = "/v1/chat/completions" if chat else "/v1/completions"
-                body = {"max_tokens": 4, "temperature": 0.8, "seed": i, "stream": i % 3 == 0}
+                body: dict[str, Any] = {"max_tokens": 4, "temperature": 0.8, "seed": i, "stream": i % 3 == 0}
                 body.update({"messages": [{"role": "user", "content": f"client {n} asks {i}"}]} if chat
                             else {"prompt": f"client {n}, request {i}:"})  # fmt: skip
                 try:
