@@ -22,7 +22,9 @@ The modules follow the data, in the order a token meets them:
 - logits to text: `sampling`, `generation` (the loop, streaming, lookup decoding, a conversation),
   `promptcache` (the KV cache of earlier prompts, on disk);
 - looking inside: `trace` (every value, the logit lens), `compare` (against the reference),
-  `report` (the HTML report);
+  `report` (the HTML report), `explorer` (the browser page's views and experiments);
+- serving: `serve` (the HTTP server: the explorer page and an API) and `openai_api` (OpenAI's
+  request and answer formats);
 - the tools: `bench`, `inspect_model`, `cli`, and `errors` (the one exception type).
 """
 

@@ -57,7 +57,7 @@ class Stopped(Exception):
 
 @dataclass
 class Position:
-    """One position's record: the candidates, the attention [layers][heads][pos + 1], the residual streams."""
+    """One position's record: the candidates, the attention `[layers][heads][pos + 1]`, the residual streams."""
 
     top: list[Candidate]
     attn: list[list[list[float]]]
@@ -261,10 +261,12 @@ def patch_residual(model: Qwen2ForCausalLM, clean: Sequence[int], corrupt: Seque
 
     Metric: the logit difference LD = logit[clean answer] - logit[corrupt answer] at the last position,
     normalised so that 0 is the corrupted run and 1 the clean run:
-    effect[l][p] = (LD(corrupt, with clean layers.l at p) - LD(corrupt)) / (LD(clean) - LD(corrupt)).
+    `effect[l][p] = (LD(corrupt, with clean layers.l at p) - LD(corrupt)) / (LD(clean) - LD(corrupt))`.
 
-    Positions go from last to first, so that each patched run reuses the corrupted run's cache up
-    to the patched position (a patch at p changes nothing before p): L x T(T+1)/2 token passes.
+    Before the first position where the prompts differ, both runs are the same, so patching there
+    changes nothing: those cells are 0 without a run. The others go from last to first, so that each
+    patched run reuses the corrupted run's cache up to the patched position (a patch at p changes
+    nothing before p): L x (T - d)(T - d + 1)/2 token passes, d the first differing position.
     """
     if len(clean) != len(corrupt):
         raise UsageError(f"patching needs prompts of the same length: the clean one has {len(clean)} tokens, "
@@ -285,7 +287,8 @@ def patch_residual(model: Qwen2ForCausalLM, clean: Sequence[int], corrupt: Seque
 
     ld_clean, ld_corrupt = difference(clean_logits), difference(corrupt_logits)
     effect = [[0.0] * len(clean) for _ in range(layers)]
-    for pos in reversed(range(len(clean))):
+    first = next(pos for pos, (c, d) in enumerate(zip(clean, corrupt)) if c != d)  # they differ: the answers do
+    for pos in reversed(range(first, len(clean))):
         for layer in range(layers):
             if not alive():
                 raise Stopped()
@@ -325,28 +328,28 @@ def sources() -> dict[str, dict[str, Any]]:
     """For each kind of value the page shows: its trace point, shape, computing line and docs pages."""
     forward = model_module.Qwen2ForCausalLM.forward
     return {
-        "token": _source("embed_tokens", "[hidden]", source_line(forward, 'at("embed_tokens"'), "concepts/embeddings/",
-                         "api/model/#microqwen.model.Embedding", "the token's row of the embedding table"),
-        "candidate": _source("logits", "[vocab]", source_line(trace.top_tokens, "softmax("), "concepts/output-head/",
-                             "api/trace/#microqwen.trace.top_tokens",
+        "token": _source("embed_tokens", "[hidden]", source_line(forward, 'at("embed_tokens"'), "concepts/embeddings.html",
+                         "api/model.html#microqwen.model.Embedding", "the token's row of the embedding table"),
+        "candidate": _source("logits", "[vocab]", source_line(trace.top_tokens, "softmax("), "concepts/output-head.html",
+                             "api/trace.html#microqwen.trace.top_tokens",
                              "p = softmax(logits): the model's own next-token probabilities (temperature 1)"),
         "attention": _source("layers.{layer}.self_attn.attn_weights", "[heads, pos + 1]",
-                             source_line(model_module.attention_weights, "softmax("), "concepts/attention/",
-                             "api/model/#microqwen.model.attention_weights",
+                             source_line(model_module.attention_weights, "softmax("), "concepts/attention.html",
+                             "api/model.html#microqwen.model.attention_weights",
                              "softmax over earlier positions of q . k / sqrt(head_dim), one row per head"),
         "lens": _source("layers.{layer}", "[hidden] -> [vocab]", source_line(trace.logit_lens, "lm_head.tokens("),
-                        "tutorial-trace/#where-the-answer-forms-the-logit-lens", "api/trace/#microqwen.trace.logit_lens",
+                        "tutorial-trace.html#where-the-answer-forms-the-logit-lens", "api/trace.html#microqwen.trace.logit_lens",
                         "lm_head(norm(h)) of the residual stream after a layer: its guess if the model stopped there"),
         "rms": _source("layers.{layer}", "[hidden]", source_line(forward, "h = at(name, add(h, down))"),
-                       "concepts/embeddings/", "api/model/#microqwen.model.Qwen2ForCausalLM.forward",
+                       "concepts/embeddings.html", "api/model.html#microqwen.model.Qwen2ForCausalLM.forward",
                        "sqrt(mean(h^2)) of the residual stream after each layer"),
-        "distribution": _source("logits", "[vocab]", source_line(Sampler.candidates, "softmax("), "concepts/sampling/",
-                                "api/sampling/#microqwen.sampling.Sampler.distribution",
+        "distribution": _source("logits", "[vocab]", source_line(Sampler.candidates, "softmax("), "concepts/sampling.html",
+                                "api/sampling.html#microqwen.sampling.Sampler.distribution",
                                 "repetition penalty, temperature, top-k, top-p, min-p, then renormalised"),
         "ablation": _source("layers.{layer}.self_attn.attn_output", "[heads * head_dim]",
-                            source_line(head_ablation_hook, "[0.0] *"), "explorer/#ablate-a-head",
-                            "api/explorer/#microqwen.explorer.ablate_head", "one head's slice of o_proj's input set to 0"),
+                            source_line(head_ablation_hook, "[0.0] *"), "explorer.html#ablate-a-head",
+                            "api/explorer.html#microqwen.explorer.ablate_head", "one head's slice of o_proj's input set to 0"),
         "patching": _source("layers.{layer}", "[hidden]", source_line(patch_residual, "effect[layer][pos] ="),
-                            "explorer/#activation-patching", "api/explorer/#microqwen.explorer.patch_residual",
+                            "explorer.html#activation-patching", "api/explorer.html#microqwen.explorer.patch_residual",
                             "(LD patched - LD corrupt) / (LD clean - LD corrupt), LD a logit difference"),
     }

@@ -353,7 +353,7 @@ def token_string(tokenizer: Tokenizer, token: int) -> str:
     >>> from microqwen.tokenizer import BYTES_TO_UNICODE
     >>> tokenizer = Tokenizer({char: byte for byte, char in enumerate(BYTES_TO_UNICODE)}, [])
     >>> token_string(tokenizer, ord("a")), token_string(tokenizer, 0xE4)
-    ('a', 'bytes:\\xe4')
+    ('a', 'bytes:\\\\xe4')
 
     ```
     """

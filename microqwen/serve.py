@@ -129,9 +129,11 @@ class Job:
         self.abandoned = threading.Event()
 
     def emit(self, kind: str, value: Any) -> None:
+        """Send an event to the job's connection (from the main thread)."""
         self.events.put((kind, value))
 
     def alive(self) -> bool:
+        """Does anyone still wait for the answer? (The main thread asks between tokens.)"""
         if self.abandoned.is_set():
             return False
         if self.connection is not None and peer_closed(self.connection):
@@ -236,6 +238,7 @@ class LogitsTap:
             self.pending.append(values)
 
     def take(self) -> Sequence[float]:
+        """The logits of the oldest step whose token has not been reported yet."""
         return self.pending.pop(0)
 
 
@@ -329,8 +332,11 @@ class App:
         else:
             clean, corrupt = self._ids(fields, "clean"), self._ids(fields, "corrupt")
             tokens = {"clean": self._tokens(clean), "corrupt": self._tokens(corrupt)}
-            compute = lambda job, cached: (dict(views.patch_residual(self.model, clean, corrupt, job.alive),  # noqa: E731
-                                                **tokens), [])  # fmt: skip
+
+            def compute(job: Job, cached: list[int]) -> tuple[Any, list[int]]:
+                result = views.patch_residual(self.model, clean, corrupt, job.alive)
+                answers = {f"{name}_text": explorer.text(result[name]) for name in ("clean_answer", "corrupt_answer")}
+                return dict(result, **tokens, **answers), []
 
         def work(job: Job) -> None:
             cached, self.cached = self.cached, []
@@ -397,25 +403,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.server.app
 
     def do_GET(self) -> None:
-        self.dispatch("GET")
+        """http.server calls do_<METHOD>: every method goes to `dispatch` (a wrong one is a 405 there)."""
+        self.dispatch(self.command)
 
-    def do_POST(self) -> None:
-        self.dispatch("POST")
-
-    def do_HEAD(self) -> None:
-        self.dispatch("HEAD")
-
-    def do_PUT(self) -> None:
-        self.dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self.dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self.dispatch("PATCH")
-
-    def do_OPTIONS(self) -> None:
-        self.dispatch("OPTIONS")
+    do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
     def dispatch(self, method: str) -> None:
         """Route the request; every refusal is OpenAI's error object with its status."""
@@ -487,10 +478,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise RequestError(400, str(e)) from None
 
     def send_json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
+        """A whole answer: `value` as JSON."""
         body = json.dumps(value, ensure_ascii=False).encode("utf-8")
         self.send_bytes(status, body, "application/json", headers)
 
     def send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        """A whole answer with its length (the connection stays open for the next request, unless closing)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -512,20 +505,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     def log_message(self, format: str, *args: Any) -> None:
+        """http.server's line per request, in the server's log."""
         self.app.log(f"{self.address_string()} {format % args}")
 
     # ------------------------------------------------------------ routes
 
     def page(self, path: str) -> None:
+        """GET /: the explorer, with a policy that lets it load and ask nothing but this server."""
         self._file(self.app.static["index.html"], {"Content-Security-Policy": PAGE_POLICY})
 
     def static(self, path: str) -> None:
+        """GET /static/NAME: a file of microqwen/static, found by name in the folder's listing."""
         name = urllib.parse.unquote(path.rpartition("/")[2])
         if name not in self.app.static:  # a name from the folder's own listing: nothing else can be opened
             raise RequestError(404, f"there is no file {name!r} in the explorer's folder")
         self._file(self.app.static[name])
 
     def source(self, path: str) -> None:
+        """GET /source/NAME.py: a module of the package, as text."""
         name = urllib.parse.unquote(path.rpartition("/")[2])
         if name not in self.app.sources:
             raise RequestError(404, f"there is no module {name!r} in microqwen")
@@ -538,6 +535,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_bytes(200, body, kind, dict(headers or {}, **{"Cache-Control": "no-cache"}))
 
     def model_card(self, path: str) -> None:
+        """GET /v1/models/{id}: the model, if that is its name."""
         name = urllib.parse.unquote(path[len("/v1/models/") :])
         if name != self.app.name:
             raise RequestError(404, f"the model {name!r} is not served here; this server has {self.app.name!r}", "model")
@@ -571,6 +569,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise RequestError(400, f"tokens: {e}", "tokens") from None
 
     def completions(self, chat: bool) -> None:
+        """POST /v1/chat/completions and /v1/completions: check, queue, then answer whole or streamed."""
         app = self.app
         request = parse_completion(self.read_json(), chat, app.tokenizer, app.model.sampling,
                                    app.model.max_context, app.name)  # fmt: skip
@@ -630,6 +629,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def explore(self, view: str) -> None:
+        """POST /explorer/VIEW: check, queue, answer the view's JSON."""
         job = Job(self.app.explorer_work(view, Fields(self.read_json())), self.connection)
         self.app.scheduler.submit(job)
         for _, value in job.wait():

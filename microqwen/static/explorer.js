@@ -413,8 +413,8 @@ function drawPatching(a) {
         {value: v.toFixed(4) + ' (0 = the corrupted run, 1 = the clean run)', layer: l, pos: p});
     });
   });
-  $('patch-note').textContent = 'metric: logit(' + JSON.stringify(textOf(a.clean_answer)) + ') \u2212 logit(' +
-    JSON.stringify(textOf(a.corrupt_answer)) + '), the two prompts\u2019 answers: ' + a.ld_clean.toFixed(3) +
+  $('patch-note').textContent = 'metric: logit(' + JSON.stringify(a.clean_answer_text) + ') \u2212 logit(' +
+    JSON.stringify(a.corrupt_answer_text) + '), the two prompts\u2019 answers: ' + a.ld_clean.toFixed(3) +
     ' clean, ' + a.ld_corrupt.toFixed(3) + ' corrupted; blue = restores the clean answer';
 }
 
