@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Generator, Iterator, Sequence
+from typing import Callable, Collection, Generator, Sequence
 
 from .errors import UsageError
 from .model import Hook, Qwen2ForCausalLM, check_context

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 import microqwen
+from microqwen.serve import is_loopback
 
 from .server_process import ServerProcess
 from .tiny_model import write_tiny_chat_model
@@ -388,3 +389,17 @@ def test_serve_with_a_bad_flag_is_one_line_and_exit_2() -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--port must be in 0..65535, got 70000" in result.stderr
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.3.4.5", True), ("localhost", True), ("::1", True),
+                                            ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.org", False)])
+def test_which_addresses_are_loopback(host: str, loopback: bool) -> None:
+    """Only these serve without a warning (and check the Host header of each request)."""
+    assert is_loopback(host) is loopback
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_and_exit_2(chat_model: pathlib.Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "microqwen", "serve", "-m", str(chat_model), "--workers", "0",
+                             "--host", "192.0.2.1", "--port", "0"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "microqwen: error: cannot listen on 192.0.2.1:0:"), result.stderr
