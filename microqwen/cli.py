@@ -284,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = _resolve(args.model)
     given = args.model or DEFAULT_MODEL
     name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.isdir(given) else given)
-    with load(model_dir, args.workers, args.kernel, args.max_context) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, prompt_cache=not args.no_prompt_cache) as model:
         try:
             serve.serve(model, name, args.host, args.port, args.queue, docs_url=args.docs_url)
         except KeyboardInterrupt:
@@ -508,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes besides the main one (default: CPUs - 1)")
     serve.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     serve.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")
+    serve.add_argument("--no-prompt-cache", action="store_true",
+                       help="do not keep or reuse the KV cache of prompts on disk (see microqwen cache)")
     serve.set_defaults(run=cmd_serve)
     return parser
 

@@ -11,10 +11,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Iterator
@@ -23,18 +25,24 @@ ADDRESS = re.compile(r"explorer at http://127\.0\.0\.1:(\d+)/")
 
 
 class ServerProcess:
-    """A running `microqwen serve`; `stop()` (or the with block's end) sends SIGTERM and waits."""
+    """A running `microqwen serve`; `stop()` (or the with block's end) sends SIGTERM and waits.
+
+    Its prompt cache is a temporary directory of its own (`$MICROQWEN_CACHE`), removed at the end.
+    """
 
     def __init__(self, model: str, *flags: str, python: str = sys.executable) -> None:
         command = [python, "-m", "microqwen", "serve", "-m", model, "--port", "0", *flags]
+        self.cache = tempfile.mkdtemp(prefix="microqwen-serve-cache-")
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                        stderr=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, MICROQWEN_CACHE=self.cache))  # fmt: skip
         self.log: list[str] = []
         self.port = 0
         ready = threading.Event()
         threading.Thread(target=self._read_log, args=(ready,), daemon=True).start()
         if not ready.wait(120) or not self.port:
             self.process.kill()
+            shutil.rmtree(self.cache, ignore_errors=True)
             raise RuntimeError("the server did not start:\n" + "".join(self.log))
 
     def _read_log(self, ready: threading.Event) -> None:
@@ -76,6 +84,8 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
             raise
+        finally:
+            shutil.rmtree(self.cache, ignore_errors=True)
 
     def __enter__(self) -> ServerProcess:
         return self
