@@ -143,6 +143,14 @@ class RowsMatrix(Matrix):
         dot_row = self.dot
         return [dot_row(row, x) for row in self.row_values]
 
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """Row by row, every token: a row is fetched from memory once for all of them (the same calls)."""
+        if len(xs) == 1:
+            return [self.matvec(xs[0])]
+        dot_row = self.dot
+        by_row = [[dot_row(row, x) for x in xs] for row in self.row_values]  # [rows, T]
+        return [list(column) for column in zip(*by_row)]  # [T, rows]
+
 
 class UnrolledMatrix(NaiveMatrix):
     """PyPy's kernel: the naive loop, 4 rows per pass, so each x[j] feeds 4 independent sums.
