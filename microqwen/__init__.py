@@ -12,16 +12,21 @@ for token in microqwen.generate(model, ids, max_new_tokens=8):
 The modules follow the data, in the order a token meets them:
 
 - getting the files: `hub` (the Hugging Face Hub and its cache);
-- reading them: `bf16` (the number format), `jsonparse`, `safetensors`, `config`, `weights`
-  (every tensor by its Hugging Face name);
+- reading them: `bf16` (the number format), `jsonparse`, `safetensors`, `gguf` (llama.cpp's
+  one-file format) and `quant` (its quantised block formats), `config`, `weights` (every tensor by
+  its Hugging Face name);
 - text to ids: `pretokenize`, `tokenizer`, `chat` (the chat template);
 - ids to logits: `model` (the transformer, one token at a time, with hooks), `linear` (its
-  linear layers and the engine that computes them), `kernels` (the matrix-vector loops),
-  `workers` (the same products in worker processes);
-- logits to text: `sampling`, `generation` (the loop, streaming, a conversation);
+  linear layers), `kernels` (the matrix-vector loops), `shards` (a layer split among processes)
+  and `workers` (the processes that run the shards);
+- logits to text: `sampling`, `generation` (the loop, streaming, lookup decoding, a conversation),
+  `promptcache` (the KV cache of earlier prompts, on disk);
 - looking inside: `distribution` (log-probabilities, entropy, KL, rank), `trace` (every value, the
-  logit lens), `compare` (against the reference), `report` (the HTML report);
+  logit lens), `compare` (against the reference), `report` (the HTML report), `explorer` (the
+  browser page's views and experiments);
 - changing it: `lab` (ablation, patching, steering, attribution, perplexity, precision, planted bugs);
+- serving: `serve` (the HTTP server: the explorer page and an API) and `openai_api` (OpenAI's
+  request and answer formats);
 - the tools: `bench`, `inspect_model`, `cli`, and `errors` (the one exception type).
 """
 

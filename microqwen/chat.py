@@ -12,7 +12,7 @@ reply with `<|im_end|>`, its end-of-sequence token.
     What is the capital of France?<|im_end|>
     <|im_start|>assistant
 
-That prompt is 36 tokens (SPEC.md section 6). `<|im_start|>` and `<|im_end|>` are single tokens,
+That prompt is 36 tokens (docs/reference/qwen2.5-0.5b.md). `<|im_start|>` and `<|im_end|>` are single tokens,
 so no user text can forge them: `Tokenizer.encode(text, allow_special=False)` reads them as text.
 
 Hugging Face renders the Jinja `chat_template` of tokenizer_config.json; here the same template
@@ -33,7 +33,7 @@ import json
 import re
 from typing import Mapping, Sequence
 
-from .errors import UsageError
+from .errors import FormatError, UsageError
 
 INSTRUCT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 """The default system prompt of Qwen2.5-Instruct, used when a model directory has no chat template."""
@@ -49,6 +49,70 @@ TOOLS_INSTRUCTIONS = (
     '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
     "</tool_call>"
 )
+
+QWEN25_TEMPLATE = (
+    '{%- if tools %}\n'
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n"
+    '    {%- else %}\n'
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n"
+    '    {%- endif %}\n'
+    '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user'
+    ' query.\\n\\nYou are provided with function signatures within <tools></tools> XML'
+    ' tags:\\n<tools>" }}\n'
+    '    {%- for tool in tools %}\n'
+    '        {{- "\\n" }}\n'
+    '        {{- tool | tojson }}\n'
+    '    {%- endfor %}\n'
+    '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name'
+    ' and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\":'
+    ' <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
+    '{%- else %}\n'
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    '    {%- else %}\n'
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a"
+    " helpful assistant.<|im_end|>\\n' }}\n"
+    '    {%- endif %}\n'
+    '{%- endif %}\n'
+    '{%- for message in messages %}\n'
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or'
+    ' (message.role == "assistant" and not message.tool_calls) %}\n'
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    '    {%- elif message.role == "assistant" %}\n'
+    "        {{- '<|im_start|>' + message.role }}\n"
+    '        {%- if message.content %}\n'
+    "            {{- '\\n' + message.content }}\n"
+    '        {%- endif %}\n'
+    '        {%- for tool_call in message.tool_calls %}\n'
+    '            {%- if tool_call.function is defined %}\n'
+    '                {%- set tool_call = tool_call.function %}\n'
+    '            {%- endif %}\n'
+    '            {{- \'\\n<tool_call>\\n{"name": "\' }}\n'
+    '            {{- tool_call.name }}\n'
+    '            {{- \'", "arguments": \' }}\n'
+    '            {{- tool_call.arguments | tojson }}\n'
+    "            {{- '}\\n</tool_call>' }}\n"
+    '        {%- endfor %}\n'
+    "        {{- '<|im_end|>\\n' }}\n"
+    '    {%- elif message.role == "tool" %}\n'
+    '        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}\n'
+    "            {{- '<|im_start|>user' }}\n"
+    '        {%- endif %}\n'
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    '        {{- message.content }}\n'
+    "        {{- '\\n</tool_response>' }}\n"
+    '        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}\n'
+    "            {{- '<|im_end|>\\n' }}\n"
+    '        {%- endif %}\n'
+    '    {%- endif %}\n'
+    '{%- endfor %}\n'
+    '{%- if add_generation_prompt %}\n'
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    '{%- endif %}\n'
+)
+"""The chat_template of Qwen2.5-0.5B-Instruct's tokenizer_config.json (Jinja), verbatim: what `render` implements."""
 
 # In the Jinja text the default system block reads '<|im_start|>system\nYou are ...<|im_end|>\n',
 # with the \n written as a backslash and an n inside the Jinja string.
@@ -68,6 +132,27 @@ def default_system_prompt(chat_template: str | None) -> str | None:
         return INSTRUCT_SYSTEM_PROMPT
     match = _DEFAULT_SYSTEM.search(chat_template)
     return match.group(1) if match else None
+
+
+def check_template(chat_template: str, source: str) -> None:
+    """Refuse a Jinja chat template that is not Qwen2.5's: `render` implements that one only.
+
+    Qwen2.5's template is accepted with any default system prompt (the base models' reads "You
+    are a helpful assistant."), as that prompt is read from the template.
+
+    Examples:
+        >>> check_template(QWEN25_TEMPLATE.replace(INSTRUCT_SYSTEM_PROMPT, "You are a helpful assistant."), "x")
+        >>> check_template("{{ messages[0]['content'] }}", "model.gguf: tokenizer.chat_template")
+        Traceback (most recent call last):
+          ...
+        microqwen.errors.FormatError: model.gguf: tokenizer.chat_template is not Qwen2.5's chat template ...
+    """
+    system = default_system_prompt(chat_template)
+    if system is None or chat_template != QWEN25_TEMPLATE.replace(INSTRUCT_SYSTEM_PROMPT, system):
+        raise FormatError(
+            f"{source} is not Qwen2.5's chat template (ChatML with tools, as in Qwen2.5-Instruct's "
+            f"tokenizer_config.json), the only one microqwen renders; it begins {chat_template[:60]!r}"
+        )
 
 
 def render(

@@ -22,6 +22,7 @@ from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
 from .sampling import FLAGS, Sampler, SamplingParams
+from .serve import DEFAULT_PORT, DOCS_URL, QUEUE_SIZE
 from .tokenizer import Tokenizer
 from .workers import default_workers
 
@@ -34,6 +35,12 @@ Command = Callable[[argparse.Namespace], int]
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """`microqwen inspect PATH`: the tensor table and config of a model, from the headers only."""
+    if inspect_model.is_gguf(args.path):
+        gguf_report = inspect_model.inspect_gguf(args.path)
+        print(inspect_model.gguf_to_json(gguf_report) if args.json else inspect_model.gguf_to_text(gguf_report))
+        if gguf_report.problems:
+            raise MicroQwenError(f"{args.path}: the tensors do not fit the qwen2 metadata: " + "; ".join(gguf_report.problems))
+        return 0
     report = inspect_model.inspect(args.path)
     print(inspect_model.to_json(report) if args.json else inspect_model.to_text(report))
     if report.problems:
@@ -49,7 +56,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--prompt-tokens and --decode-tokens must be 1 or more, --workers 0 or more; got "
                          f"{args.prompt_tokens}, {args.decode_tokens}, {args.workers}")  # fmt: skip
     figures = bench.measure(_resolve(args.model), args.workers, args.kernel, args.prompt_tokens, args.decode_tokens,
-                            progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
+                            args.long_context, progress=lambda message: print(f"bench: {message}", file=sys.stderr))  # fmt: skip
     print(bench.report(figures))
     if args.json:
         try:
@@ -70,6 +77,28 @@ def cmd_download(args: argparse.Namespace) -> int:
             raise UsageError(f"{spec} already names a revision; drop --revision {args.revision}")
         spec = f"{spec}@{args.revision}"
     print(hub.resolve_model(spec))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`microqwen cache [list|clear]`: the prompt cache on disk (the KV cache of earlier prompts)."""
+    from .promptcache import cache_dir, every_entry
+
+    directory = os.path.join(cache_dir(), "prompts")
+    entries = every_entry(directory)
+    if args.action == "clear":
+        for entry in entries:
+            try:
+                os.unlink(entry.path)
+            except OSError as e:
+                raise UsageError(f"{entry.path}: cannot remove: {e.strerror}") from None
+        print(f"removed {len(entries)} saved prompts ({sum(e.size for e in entries) / 2**20:.1f} MB) from {directory}")
+        return 0
+    print(f"{directory}: {len(entries)} saved prompts, {sum(e.size for e in entries) / 2**20:.1f} MB")
+    for entry in sorted(entries, key=lambda e: e.used, reverse=True):
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))
+        print(f"  {used}  {len(entry.ids):6d} tokens  {entry.size / 2**20:7.2f} MB  {entry.header.get('numerics')}  "
+              f"{os.path.basename(entry.path)}")  # fmt: skip
     return 0
 
 
@@ -113,14 +142,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_context(0, len(prompt_ids), args.max_context or config.max_position_embeddings)  # before the weights load
     timings = Timings()
     with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer,
-              mutation=args.mutate) as model:  # fmt: skip
+              mutation=args.mutate, prompt_cache=not args.no_prompt_cache) as model:  # fmt: skip
         timings.load_seconds = time.perf_counter() - timings.started
         if args.echo and args.print_ids:
             print("\n".join(map(str, prompt_ids)), flush=True)
         elif args.echo and tokenizer is not None:
             _write(tokenizer.decode(prompt_ids))
         for token in generate(model, prompt_ids, args.n_predict, _sampler(model, given), args.stop, timings,
-                              _show_progress):  # fmt: skip
+                              _show_progress, lookup=args.lookup):  # fmt: skip
             if not args.print_ids:
                 _write(token.text)
             elif token.id is not None:
@@ -140,9 +169,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     model_dir = _resolve(args.model)
     tokenizer = Tokenizer.from_dir(model_dir)
     timings = Timings()
-    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer) as model:
+    with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer,
+              prompt_cache=not args.no_prompt_cache) as model:  # fmt: skip
         timings.load_seconds = time.perf_counter() - timings.started
-        conversation = Conversation(model, _sampler(model, given), args.system, args.n_predict, timings)
+        conversation = Conversation(model, _sampler(model, given), args.system, args.n_predict, timings, args.lookup)
         _chat_loop(conversation, interactive=sys.stdin.isatty())
     print(timings.report(), file=sys.stderr)
     return 0
@@ -583,6 +613,27 @@ def _chunk_progress(total: int) -> Callable[[int, int, float], None]:
 
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`microqwen serve`: the explorer at /, an OpenAI-compatible API at /v1, until Ctrl-C or SIGTERM."""
+    from . import serve
+    from .model import load
+
+    for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 0), ("--queue", args.queue, 1)):
+        if value < low or (flag == "--port" and value > 65535):
+            raise UsageError(f"{flag} must be {'in 0..65535' if flag == '--port' else f'{low} or more'}, got {value}")
+    from .hub import DEFAULT_MODEL
+
+    model_dir = _resolve(args.model)
+    given = args.model or DEFAULT_MODEL
+    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.isdir(given) else given)
+    with load(model_dir, args.workers, args.kernel, args.max_context, prompt_cache=not args.no_prompt_cache) as model:
+        try:
+            serve.serve(model, name, args.host, args.port, args.queue, docs_url=args.docs_url)
+        except KeyboardInterrupt:
+            print("microqwen serve: stopped", file=sys.stderr)
+    return 0
+
+
 def _read_stdin() -> str:
     """All of standard input, read as bytes so that \r\n reaches the tokenizer unchanged."""
     try:
@@ -633,6 +684,10 @@ def _check_sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if args.max_context is not None and args.max_context < 1:
         raise UsageError(f"--max-context must be 1 or more, got {args.max_context}")
+    if args.lookup < 0:
+        raise UsageError(f"--lookup must be 0 or more (0 = off), got {args.lookup}")
+    if args.lookup and given.get("temperature", 0.0) != 0:
+        raise UsageError(f"--lookup checks its drafts against greedy decoding: it needs --temp 0, got --temp {given.get('temperature')}")
     return given
 
 
@@ -689,6 +744,11 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
                         help="worker processes besides the main one (default: CPUs - 1)")
     parser.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     parser.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")  # fmt: skip
+    parser.add_argument("--no-prompt-cache", action="store_true",
+                        help="do not keep or reuse the KV cache of prompts on disk (see microqwen cache)")
+    parser.add_argument("--lookup", type=int, default=0, metavar="N",
+                        help="with --temp 0: draft up to N tokens by prompt lookup and check them in one pass "
+                             "(the same text, faster when it repeats earlier text)")  # fmt: skip
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -705,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     inspect = commands.add_parser("inspect", help="show the tensors, sizes and config of a model file or directory")
-    inspect.add_argument("path", metavar="PATH", help="a .safetensors file or a model directory")
+    inspect.add_argument("path", metavar="PATH", help="a .safetensors or .gguf file, or a model directory")
     inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
     inspect.set_defaults(run=cmd_inspect)
 
@@ -716,6 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     bench.add_argument("--prompt-tokens", type=int, default=32, help="prompt length for prefill (default 32)")
     bench.add_argument("--decode-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    bench.add_argument("--long-context", type=int, default=1000, metavar="N",
+                       help="also decode with N positions in the cache, against 16 (default 1000)")
     bench.add_argument("--json", metavar="FILE", help="also save the figures as JSON")
     bench.set_defaults(run=cmd_bench)
 
@@ -723,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("id", nargs="?", metavar="ID", help="org/name[@revision] (default Qwen/Qwen2.5-0.5B-Instruct)")
     download.add_argument("--revision", help="a branch, tag or commit (default main)")
     download.set_defaults(run=cmd_download)
+
+    cache = commands.add_parser("cache", help="list or clear the prompt cache (the KV cache of earlier prompts, on disk)")
+    cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list", help="list (default) or clear")
+    cache.set_defaults(run=cmd_cache)
 
     tokenize = commands.add_parser("tokenize", help="show the token ids of a text, and how BPE found them")
     tokenize.add_argument("text", metavar="TEXT", help="the text to encode; - reads standard input")
@@ -783,6 +849,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes besides the main one (default: CPUs - 1)")
     trace.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
     trace.set_defaults(run=cmd_trace)
+
+    serve = commands.add_parser("serve", help="the explorer in the browser, and an OpenAI-compatible API")
+    serve.add_argument("-m", "--model", metavar="ID_OR_DIR",
+                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value)")
+    serve.add_argument("--queue", type=int, default=QUEUE_SIZE, metavar="N",
+                       help=f"requests that may wait while one runs; more get 503 (default {QUEUE_SIZE})")
+    serve.add_argument("--docs-url", default=DOCS_URL, metavar="URL",
+                       help="where the explorer's links to the docs go (default: mkdocs serve in a checkout)")
+    serve.add_argument("--workers", type=int, default=default_workers(),
+                       help="worker processes besides the main one (default: CPUs - 1)")
+    serve.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
+    serve.add_argument("--max-context", type=int, metavar="N", help="context limit (default: the model's)")
+    serve.add_argument("--no-prompt-cache", action="store_true",
+                       help="do not keep or reuse the KV cache of prompts on disk (see microqwen cache)")
+    serve.set_defaults(run=cmd_serve)
     _add_lab_commands(commands)
     return parser
 

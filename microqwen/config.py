@@ -13,6 +13,8 @@ Qwen2.5-0.5B's config.json says, among other things:
 
 `Config.from_file` reads those keys, refuses a missing or wrong-typed one with a
 `ConfigError` naming the key and the file, and derives `head_dim` and `n_rep`.
+`Config.from_gguf` reads the same numbers from a GGUF file's `qwen2.*` metadata, where llama.cpp
+gives them its own names (`qwen2.embedding_length` is hidden_size, ...).
 `expected_shapes` lists every tensor a Qwen2 checkpoint must hold, and
 `check_tensors` compares a checkpoint with it and reports every mismatch at once.
 """
@@ -21,11 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Collection, Mapping, Protocol
 
 from .errors import ConfigError
 from .jsonparse import JSON, parse_file
-from .safetensors import TensorInfo
 
 @dataclass(frozen=True)
 class Config:
@@ -91,6 +92,101 @@ class Config:
         )
 
 
+    @classmethod
+    def from_gguf(cls, metadata: Mapping[str, object], tensor_names: Collection[str], source: str) -> Config:
+        """The config of a GGUF file: its `qwen2.*` metadata, under llama.cpp's names.
+
+        | GGUF key | config.json key |
+        |---|---|
+        | qwen2.embedding_length | hidden_size |
+        | qwen2.feed_forward_length | intermediate_size |
+        | qwen2.block_count | num_hidden_layers |
+        | qwen2.attention.head_count | num_attention_heads |
+        | qwen2.attention.head_count_kv | num_key_value_heads (head_count if absent) |
+        | qwen2.context_length | max_position_embeddings |
+        | qwen2.rope.freq_base | rope_theta |
+        | qwen2.attention.layer_norm_rms_epsilon | rms_norm_eps (a float32: 9.99999997e-07 for 1e-06) |
+        | qwen2.attention.key_length | head_dim (embedding_length / head_count if absent) |
+        | qwen2.vocab_size, or the number of tokenizer.ggml.tokens | vocab_size |
+        | tokenizer.ggml.eos_token_id | eos_token_id |
+
+        The output head is untied when the file has an `output.weight` tensor (`tensor_names`).
+        """
+        raw = dict(metadata)
+        _check_supported_gguf(raw, source)
+        hidden_size = _positive_int(raw, "qwen2.embedding_length", source)
+        heads = _positive_int(raw, "qwen2.attention.head_count", source)
+        kv_heads = _positive_int(raw, "qwen2.attention.head_count_kv", source) if "qwen2.attention.head_count_kv" in raw else heads
+        if heads % kv_heads:
+            raise ConfigError(f"{source}: qwen2.attention.head_count {heads} is not a multiple of "
+                              f"qwen2.attention.head_count_kv {kv_heads}")  # fmt: skip
+        head_dim = _gguf_head_dim(raw, hidden_size, heads, source)
+        return cls(
+            hidden_size=hidden_size,
+            intermediate_size=_positive_int(raw, "qwen2.feed_forward_length", source),
+            num_hidden_layers=_positive_int(raw, "qwen2.block_count", source),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            vocab_size=_gguf_vocab_size(raw, source),
+            max_position_embeddings=_positive_int(raw, "qwen2.context_length", source),
+            rope_theta=_positive_float(raw, "qwen2.rope.freq_base", source),
+            rms_norm_eps=_positive_float(raw, "qwen2.attention.layer_norm_rms_epsilon", source),
+            head_dim=head_dim,
+            tie_word_embeddings="output.weight" not in tensor_names,
+            eos_token_ids=_gguf_eos_token_ids(raw, source),
+        )
+
+
+def _check_supported_gguf(raw: dict[str, object], source: str) -> None:
+    """A GGUF file of the qwen2 architecture, without RoPE scaling (YaRN) or sliding-window attention."""
+    architecture = raw.get("general.architecture")
+    if architecture != "qwen2":
+        raise ConfigError(f"{source}: general.architecture is {architecture!r}; microqwen runs 'qwen2' files")
+    scaling = raw.get("qwen2.rope.scaling.type", "none")
+    if scaling != "none":
+        raise ConfigError(f"{source}: qwen2.rope.scaling.type {scaling!r} is not supported (only 'none')")
+    if "qwen2.attention.sliding_window" in raw:
+        raise ConfigError(f"{source}: qwen2.attention.sliding_window is set; sliding-window attention is not implemented")
+
+
+def _gguf_head_dim(raw: dict[str, object], hidden_size: int, heads: int, source: str) -> int:
+    """qwen2.attention.key_length if given, else embedding_length / head_count; values and RoPE as wide, even."""
+    if "qwen2.attention.key_length" in raw:
+        head_dim = _positive_int(raw, "qwen2.attention.key_length", source)
+    elif hidden_size % heads:
+        raise ConfigError(f"{source}: qwen2.embedding_length {hidden_size} is not a multiple of "
+                          f"qwen2.attention.head_count {heads}, and no qwen2.attention.key_length gives the head size")  # fmt: skip
+    else:
+        head_dim = hidden_size // heads
+    for key in ("qwen2.attention.value_length", "qwen2.rope.dimension_count"):
+        if key in raw and raw[key] != head_dim:
+            raise ConfigError(f"{source}: {key} is {raw[key]!r}, but the head size is {head_dim}; microqwen "
+                              "implements keys, values and RoPE all one head wide")  # fmt: skip
+    if head_dim % 2:
+        raise ConfigError(f"{source}: the head size {head_dim} must be even (RoPE rotates pairs of halves)")
+    return head_dim
+
+
+def _gguf_eos_token_ids(raw: dict[str, object], source: str) -> tuple[int, ...]:
+    """tokenizer.ggml.eos_token_id, a uint32 id, or nothing."""
+    value = raw.get("tokenizer.ggml.eos_token_id")
+    if value is None:
+        return ()
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{source}: tokenizer.ggml.eos_token_id must be a token id, got {value!r}")
+    return (value,)
+
+
+def _gguf_vocab_size(raw: dict[str, object], source: str) -> int:
+    """qwen2.vocab_size if given, else the number of tokens (what llama.cpp and transformers do)."""
+    if "qwen2.vocab_size" in raw:
+        return _positive_int(raw, "qwen2.vocab_size", source)
+    tokens = raw.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or not tokens:
+        raise ConfigError(f"{source}: no qwen2.vocab_size, and no tokenizer.ggml.tokens to count the vocabulary by")
+    return len(tokens)
+
+
 def _check_supported(raw: dict[str, JSON], source: str) -> None:
     """Refuse the variants of the config that microqwen does not implement."""
     if raw.get("model_type", "qwen2") != "qwen2":
@@ -118,7 +214,7 @@ def _rope_theta(raw: dict[str, JSON], source: str) -> float:
     return _positive_float(parameters, "rope_theta", f"{source} rope_parameters")
 
 
-def _positive_int(raw: dict[str, JSON], key: str, source: str) -> int:
+def _positive_int(raw: Mapping[str, object], key: str, source: str) -> int:
     if key not in raw:
         raise ConfigError(f"{source}: missing key {key!r}")
     value = raw[key]
@@ -127,7 +223,7 @@ def _positive_int(raw: dict[str, JSON], key: str, source: str) -> int:
     return value
 
 
-def _positive_float(raw: dict[str, JSON], key: str, source: str) -> float:
+def _positive_float(raw: Mapping[str, object], key: str, source: str) -> float:
     if key not in raw:
         raise ConfigError(f"{source}: missing key {key!r}")
     value = raw[key]
@@ -191,22 +287,41 @@ def expected_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def mismatches(config: Config, tensors: Mapping[str, TensorInfo]) -> list[str]:
-    """Every way the checkpoint's tensors differ from what the config implies (empty if none)."""
+class TensorShape(Protocol):
+    """What the checks read of a tensor: a safetensors or a GGUF `TensorInfo`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+
+def mismatches(config: Config, tensors: Mapping[str, TensorShape], dtypes: Collection[str] = ("BF16",)) -> list[str]:
+    """Every way the checkpoint's tensors differ from what the config implies (empty if none).
+
+    `dtypes` are the types microqwen can read the weights in: BF16 from safetensors, more from GGUF.
+    """
     expected = expected_shapes(config)
     problems = [f"missing tensor {name} {list(shape)}" for name, shape in expected.items() if name not in tensors]
     problems += [f"unexpected tensor {name}" for name in tensors if name not in expected]
     for name, info in tensors.items():
         if name in expected and info.shape != expected[name]:
             problems.append(f"tensor {name} has shape {list(info.shape)}, the config implies {list(expected[name])}")
-        if name in expected and info.dtype != "BF16":
-            problems.append(f"tensor {name} is {info.dtype}; microqwen reads BF16 weights")
+        if name in expected and info.dtype not in dtypes:
+            problems.append(f"tensor {name} is {info.dtype}; microqwen reads {', '.join(dtypes)} weights")
     return problems
 
 
-def check_tensors(config: Config, tensors: Mapping[str, TensorInfo], source: str) -> None:
-    """Raise a `ConfigError` listing every mismatch between the checkpoint and the config."""
-    problems = mismatches(config, tensors)
+def check_tensors(
+    config: Config, tensors: Mapping[str, TensorShape], source: str, dtypes: Collection[str] = ("BF16",),
+    against: str = "config.json",
+) -> None:
+    """Raise a `ConfigError` listing every mismatch between the checkpoint and the config (see `mismatches`).
+
+    For a GGUF file: `dtypes=quant.SUPPORTED, against="its qwen2 metadata"`.
+    """
+    problems = mismatches(config, tensors, dtypes)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise ConfigError(f"{source}: the weights do not fit config.json: {shown}")
+        raise ConfigError(f"{source}: the weights do not fit {against}: {shown}")

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Generator, Iterator, Sequence
+from typing import Callable, Collection, Generator, Sequence
 
 from .errors import UsageError
 from .model import Hook, Qwen2ForCausalLM, check_context
+from .promptcache import common_prefix
 from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -48,19 +49,30 @@ class Timings:
     load_seconds: float = 0.0
     prompt_tokens: int = 0
     prompt_seconds: float = 0.0
+    restored_tokens: int = 0
     generated_tokens: int = 0
     generate_seconds: float = 0.0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def report(self) -> str:
-        """The timing block, in llama.cpp's layout (milliseconds, per token, tokens per second)."""
+        """The timing block, in llama.cpp's layout (milliseconds, per token, tokens per second).
+
+        `prompt eval` counts the prompt tokens the model ran; those restored from the prompt cache
+        and the drafts of lookup decoding get a line of their own when there are any.
+        """
         total = 1000 * (time.perf_counter() - self.started)
-        return "\n".join([
-            f"load time   = {1000 * self.load_seconds:10.2f} ms",
-            _rate_line("prompt eval", self.prompt_seconds, self.prompt_tokens, "tokens"),
-            _rate_line("eval time", self.generate_seconds, self.generated_tokens, "runs"),
-            f"total time  = {total:10.2f} ms",
-        ])  # fmt: skip
+        lines = [f"load time   = {1000 * self.load_seconds:10.2f} ms",
+                 _rate_line("prompt eval", self.prompt_seconds, self.prompt_tokens, "tokens")]  # fmt: skip
+        if self.restored_tokens:
+            lines.append(f"prompt cache= {self.restored_tokens:10d} tokens restored from disk, not evaluated")
+        lines.append(_rate_line("eval time", self.generate_seconds, self.generated_tokens, "runs"))
+        if self.drafted_tokens:
+            share = 100 * self.accepted_tokens / self.drafted_tokens
+            lines.append(f"lookup      = {self.drafted_tokens:10d} drafted, {self.accepted_tokens} accepted ({share:.0f}%)")
+        lines.append(f"total time  = {total:10.2f} ms")
+        return "\n".join(lines)
 
 
 def _rate_line(label: str, seconds: float, count: int, unit: str) -> str:
@@ -124,7 +136,8 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     cached_ids: Sequence[int] = (),
     hook: Hook | None = None,
-) -> Iterator[Token]:
+    lookup: int = 0,
+) -> Generator[Token, None, None]:
     """Continue `prompt` after the tokens already in the model's KV cache; yield each new token.
 
     Args:
@@ -141,8 +154,11 @@ def generate(
         cached_ids: the ids the cache already holds, which the repetition penalty counts as part of
             the text, as the reference does with the whole input.
         hook: the model's hook (`microqwen.model.Hook`) at every point of every position.
+        lookup: with greedy decoding and no hook, draft up to this many tokens by prompt lookup
+            (`lookup_drafts`) and check them in one pass: the same tokens, fewer passes when text repeats.
 
-    The last generated token is not run through the model: nothing would read its logits.
+    The last generated token is not run through the model: nothing would read its logits. A fresh
+    sequence (an empty cache) without a hook uses the model's `prompt_cache`, if it has one.
 
     ```python
     for token in generate(model, "Once upon a time", max_new_tokens=20):
@@ -154,33 +170,120 @@ def generate(
     tokenizer = model.tokenizer
     prompt_ids = _encode(prompt, tokenizer)
     sampler = sampler or Sampler(model.sampling or SamplingParams(temperature=0.0))
+    if lookup and not sampler.params.greedy:
+        raise UsageError(f"lookup decoding (--lookup {lookup}) checks drafts against greedy decoding: it needs --temp 0")
+    if lookup and hook is not None:
+        raise UsageError("lookup decoding goes without a hook (a hook sees one pass per token)")
     timings = timings or Timings()
     history = list(cached_ids) + list(prompt_ids)
     decoder = StreamDecoder(tokenizer) if tokenizer else None
     stops = StopStrings(stop)
-    start = time.perf_counter()
-    logits = model.prefill(prompt_ids, hook, progress)
-    timings.prompt_seconds += time.perf_counter() - start
-    timings.prompt_tokens += len(prompt_ids)
-    for count in range(max_new_tokens):
-        start = time.perf_counter()
-        token = sampler.sample(logits, history)
-        if token in model.eos_token_ids:
-            break
-        history.append(token)
-        text = stops.feed(_piece(decoder, token)) if decoder else ""
-        last = count + 1 == max_new_tokens or stops.stopped or model.pos == model.max_context
-        if not last:
-            logits = model.forward(token, model.pos, hook)
-        timings.generate_seconds += time.perf_counter() - start
-        timings.generated_tokens += 1
-        yield Token(token, text)
-        if last:
-            break
+    logits = _evaluate_prompt(model, prompt_ids, hook, progress, timings)
+    emitted = 0
+    while emitted < max_new_tokens:
+        start, pos = time.perf_counter(), model.pos
+        room = min(max_new_tokens - emitted - 1, model.max_context - pos - 1)  # tokens that may follow this one
+        tokens, after = _next_tokens(model, sampler, logits, history, min(lookup, room), timings)
+        for i, token in enumerate(tokens):  # the sampled token, then the drafts greedy decoding agreed with
+            if token in model.eos_token_ids:
+                model.truncate(pos + i)  # the tokens before it were run, to choose it
+                break
+            history.append(token)
+            emitted += 1
+            text = stops.feed(_piece(decoder, token)) if decoder else ""
+            last = emitted == max_new_tokens or stops.stopped or pos + i == model.max_context  # no room left
+            if last:
+                model.truncate(pos + i)  # as one by one: the last token is not run through the model
+            timings.generate_seconds += time.perf_counter() - start
+            timings.generated_tokens += 1
+            yield Token(token, text)
+            start = time.perf_counter()
+            if last:
+                break
+        else:
+            logits = after if model.pos > pos else model.forward(tokens[-1], pos, hook)
+            timings.generate_seconds += time.perf_counter() - start
+            continue
+        break
     if decoder:
         tail = stops.feed(decoder.flush()) + stops.flush()
         if tail:
             yield Token(None, tail)
+
+
+def _evaluate_prompt(model: Qwen2ForCausalLM, ids: list[int], hook: Hook | None,
+                     progress: Callable[[int, int], None] | None, timings: Timings) -> list[float]:  # fmt: skip
+    """The logits after the prompt. A fresh sequence first restores the longest prefix the prompt cache
+    has (never the last token: its logits are needed), and saves the prompt's cache afterwards.
+
+    With a hook the cache is not used: the hook must see (and may change) every position.
+    """
+    start = time.perf_counter()
+    cache = model.prompt_cache if hook is None and model.pos == 0 else None
+    restored = cache.restore(model, ids[:-1]) if cache else 0
+    logits = model.prefill(ids[restored:], hook, progress)
+    if cache:
+        cache.save(model, ids)
+    timings.prompt_seconds += time.perf_counter() - start
+    timings.prompt_tokens += len(ids) - restored
+    timings.restored_tokens += restored
+    return logits
+
+
+def _next_tokens(model: Qwen2ForCausalLM, sampler: Sampler, logits: list[float], history: list[int], lookup: int,
+                 timings: Timings) -> tuple[list[int], list[float]]:  # fmt: skip
+    """The next token, sampled from `logits`; with lookup, also the drafts that greedy decoding agrees with.
+
+    With drafts, the token and its drafts run through the layers in one pass (`final_states`), and the
+    output head runs position by position while the drafts are right: the returned logits are those after
+    the last token kept, and the cache then holds every token returned. Without, nothing is run: the
+    caller runs the token when (and if) it needs its logits.
+    """
+    token = sampler.sample(logits, history)
+    drafts = lookup_drafts(history + [token], lookup) if token not in model.eos_token_ids else []
+    if not drafts:
+        return [token], logits
+    states = model.final_states([token] + drafts)  # states[i]: after the token and drafts[:i]
+    kept = [token]
+    after = model.lm_head(states[0])
+    for draft, state in zip(drafts, states[1:]):
+        if sampler.sample(after, history + kept) != draft:
+            break
+        kept.append(draft)
+        after = model.lm_head(state)
+    timings.drafted_tokens += len(drafts)
+    timings.accepted_tokens += len(kept) - 1
+    model.truncate(model.pos - len(drafts) - 1 + len(kept))  # the drafts that were not kept
+    return kept, after
+
+
+def lookup_drafts(history: Sequence[int], count: int) -> list[int]:
+    """Prompt lookup: the tokens that followed the latest earlier occurrence of the last few tokens.
+
+    The last `n` ids (n = 3, else 2) are searched for earlier in `history`, most recent first; the up to
+    `count` ids after that occurrence are the draft. Text that repeats (code being edited, a quoted
+    passage, a list) makes good drafts.
+
+    ```python
+    >>> lookup_drafts([5, 6, 7, 8, 9, 1, 6, 7], 3)    # 6, 7 was followed by 8, 9, 1
+    [8, 9, 1]
+
+    ```
+    """
+    if count <= 0:
+        return []
+    for n in LOOKUP_NGRAMS:
+        if len(history) <= n:
+            continue
+        tail = list(history[-n:])
+        for start in range(len(history) - n - 1, -1, -1):
+            if list(history[start : start + n]) == tail:
+                return list(history[start + n : start + n + count])
+    return []
+
+
+LOOKUP_NGRAMS = (3, 2)
+"""The lengths of the tail that prompt lookup matches, longest first."""
 
 
 def _encode(prompt: str | Sequence[int], tokenizer: Tokenizer | None) -> list[int]:
@@ -212,7 +315,7 @@ class Conversation:
     """
 
     def __init__(self, model: Qwen2ForCausalLM, sampler: Sampler | None = None, system: str | None = None,
-                 max_new_tokens: int = 512, timings: Timings | None = None) -> None:  # fmt: skip
+                 max_new_tokens: int = 512, timings: Timings | None = None, lookup: int = 0) -> None:  # fmt: skip
         if model.tokenizer is None:
             raise UsageError("a conversation needs a tokenizer (with the chat template), and this model has none")
         self.model, self.tokenizer = model, model.tokenizer
@@ -220,6 +323,7 @@ class Conversation:
         self.system = system
         self.max_new_tokens = max_new_tokens
         self.timings = timings or Timings()
+        self.lookup = lookup
         self.messages: list[dict[str, str]] = []
         self.cached: list[int] = []  # the ids whose positions the KV cache holds, in order
         self.reset()
@@ -243,11 +347,11 @@ class Conversation:
         ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         check_context(0, len(ids), self.model.max_context)  # before the message joins the history
         self.messages = messages
-        keep = _common_prefix(self.cached, ids[:-1])  # at least one token must run, for its logits
+        keep = common_prefix(self.cached, ids[:-1])  # at least one token must run, for its logits
         self.model.truncate(keep)
         answer: list[Token] = []
         stream = generate(self.model, ids[keep:], self.max_new_tokens, self.sampler, timings=self.timings,
-                          progress=progress, cached_ids=ids[:keep])  # fmt: skip
+                          progress=progress, cached_ids=ids[:keep], lookup=self.lookup)  # fmt: skip
         try:
             for token in stream:
                 answer.append(token)
@@ -257,10 +361,3 @@ class Conversation:
             fed = ids + [t.id for t in answer if t.id is not None]  # the cache holds a prefix of these
             self.cached = fed[: self.model.pos]  # pos counts the last layer, the least complete one
             self.model.truncate(len(self.cached))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n

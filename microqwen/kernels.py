@@ -143,6 +143,14 @@ class RowsMatrix(Matrix):
         dot_row = self.dot
         return [dot_row(row, x) for row in self.row_values]
 
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """Row by row, every token: a row is fetched from memory once for all of them (the same calls)."""
+        if len(xs) == 1:
+            return [self.matvec(xs[0])]
+        dot_row = self.dot
+        by_row = [[dot_row(row, x) for x in xs] for row in self.row_values]  # [rows, T]
+        return [list(column) for column in zip(*by_row)]  # [T, rows]
+
 
 class UnrolledMatrix(NaiveMatrix):
     """PyPy's kernel: the naive loop, 4 rows per pass, so each x[j] feeds 4 independent sums.
@@ -214,16 +222,110 @@ class UnrolledMatrix(NaiveMatrix):
         return [y0, y1, y2, y3]
 
 
-KERNELS: dict[str, type[Matrix]] = {k.kernel: k for k in (NaiveMatrix, RowsMatrix, UnrolledMatrix)}
+class InterleavedMatrix(Matrix):
+    """PyPy's kernel: 8 rows per pass, their weights stored interleaved so the pass reads memory in order.
+
+    Rows 8b .. 8b+7 form block b, stored column by column: `W[8b, 0], W[8b+1, 0], ..., W[8b+7, 0],
+    W[8b, 1], ...` So the inner loop reads one run of memory (instead of 8 rows far apart), and each
+    x[j] feeds 8 independent sums. A last block of fewer than 8 rows is padded with zero rows, whose
+    outputs are dropped. `matmat` takes 2 tokens per pass, so each weight is read once for both.
+    """
+
+    kernel = "interleaved"
+    BLOCK = 8
+
+    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
+        super().__init__(bits, rows, cols)
+        padded_rows = -(-rows // self.BLOCK) * self.BLOCK
+        self.bits = array("H", bytes(2 * padded_rows * cols))  # zero bits are +0.0
+        for r in range(rows):
+            block, k = divmod(r, self.BLOCK)
+            start = block * self.BLOCK * cols + k
+            self.bits[start : start + self.BLOCK * cols : self.BLOCK] = bits[r * cols : (r + 1) * cols]
+        self.padded_rows = padded_rows
+
+    def matvec(self, x: Vector) -> list[float]:
+        """y = W x, 8 rows per pass over their interleaved weights."""
+        w = self.bits
+        y = [0.0] * self.padded_rows
+        i = 0
+        for r in range(0, self.padded_rows, 8):
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+            for xj in x:
+                s0 += TABLE[w[i]] * xj
+                s1 += TABLE[w[i + 1]] * xj
+                s2 += TABLE[w[i + 2]] * xj
+                s3 += TABLE[w[i + 3]] * xj
+                s4 += TABLE[w[i + 4]] * xj
+                s5 += TABLE[w[i + 5]] * xj
+                s6 += TABLE[w[i + 6]] * xj
+                s7 += TABLE[w[i + 7]] * xj
+                i += 8
+            y[r], y[r + 1], y[r + 2], y[r + 3], y[r + 4], y[r + 5], y[r + 6], y[r + 7] = s0, s1, s2, s3, s4, s5, s6, s7
+        return y if self.padded_rows == self.rows else y[: self.rows]
+
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """Tokens in pairs through `_matmat2`; an odd last one alone."""
+        ys = []
+        for t in range(0, len(xs) - 1, 2):
+            ys += self._matmat2(xs[t], xs[t + 1])
+        if len(xs) % 2:
+            ys.append(self.matvec(xs[-1]))
+        return ys
+
+    def _matmat2(self, xa: Vector, xb: Vector) -> list[list[float]]:
+        """W [xa xb]: each weight read once for two tokens (8 rows x 2 tokens = 16 running sums)."""
+        w = self.bits
+        ya, yb = [0.0] * self.padded_rows, [0.0] * self.padded_rows
+        i = 0
+        for r in range(0, self.padded_rows, 8):
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = 0.0
+            for j in range(self.cols):
+                u, v = xa[j], xb[j]
+                w0, w1, w2, w3 = TABLE[w[i]], TABLE[w[i + 1]], TABLE[w[i + 2]], TABLE[w[i + 3]]
+                w4, w5, w6, w7 = TABLE[w[i + 4]], TABLE[w[i + 5]], TABLE[w[i + 6]], TABLE[w[i + 7]]
+                a0 += w0 * u
+                b0 += w0 * v
+                a1 += w1 * u
+                b1 += w1 * v
+                a2 += w2 * u
+                b2 += w2 * v
+                a3 += w3 * u
+                b3 += w3 * v
+                a4 += w4 * u
+                b4 += w4 * v
+                a5 += w5 * u
+                b5 += w5 * v
+                a6 += w6 * u
+                b6 += w6 * v
+                a7 += w7 * u
+                b7 += w7 * v
+                i += 8
+            ya[r], ya[r + 1], ya[r + 2], ya[r + 3], ya[r + 4], ya[r + 5], ya[r + 6], ya[r + 7] = a0, a1, a2, a3, a4, a5, a6, a7
+            yb[r], yb[r + 1], yb[r + 2], yb[r + 3], yb[r + 4], yb[r + 5], yb[r + 6], yb[r + 7] = b0, b1, b2, b3, b4, b5, b6, b7
+        if self.padded_rows != self.rows:
+            return [ya[: self.rows], yb[: self.rows]]
+        return [ya, yb]
+
+
+KERNELS: dict[str, type[Matrix]] = {k.kernel: k for k in (NaiveMatrix, RowsMatrix, UnrolledMatrix, InterleavedMatrix)}
 
 
 def best_kernel() -> str:
-    """The fastest kernel for this interpreter: `unrolled` on PyPy, `rows` on CPython."""
-    return "unrolled" if platform.python_implementation() == "PyPy" else "rows"
+    """The fastest kernel for this interpreter: `interleaved` on PyPy, `rows` on CPython."""
+    return "interleaved" if platform.python_implementation() == "PyPy" else "rows"
 
 
 Kernel = Union[str, Type[Matrix], None]
 """A kernel by name (None: the best here), or a `Matrix` class (a planted bug's, `microqwen.lab.mutations`)."""
+
+
+def kernel_name(kernel: Kernel) -> str:
+    """A kernel's name: the one given, a `Matrix` class's own, or the best here for None."""
+    if isinstance(kernel, type):
+        return kernel.kernel
+    return kernel or best_kernel()
 
 
 def load_matrix(bits: array[int], rows: int, cols: int, kernel: Kernel = None) -> Matrix:

@@ -21,8 +21,9 @@ a `Job`, the engine's unit of work:
 | `lm_head` (embed_tokens when tied)         | [151936, 896]        |
 
 An engine runs a job on several token vectors at once (`TOKENS_PER_PASS` in prefill), so each
-weight is read from memory once for all of them. `LocalEngine` runs every job in this process;
-`microqwen.workers.WorkerPool` shares each job's rows out among worker processes.
+weight is read from memory once for all of them. `microqwen.shards.LocalEngine` runs every job in
+this process; `microqwen.workers.WorkerPool` shares each job out among worker processes
+(`microqwen.shards` says how).
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from .config import Config
-from .kernels import Kernel, Matrix, Vector, load_matrix
-from .weights import Weights
+from .kernels import Vector
 
 TOKENS_PER_PASS = 16
 """Token vectors an engine takes in one call: the prompt block of prefill, and the size of the workers' buffers."""
@@ -87,13 +87,12 @@ def _job(layers: list[str], sizes: list[int], cols: int) -> Job:
     return Job(tuple(layers), tuple(f"model.{layer}.weight" for layer in layers), tuple(sizes), cols)
 
 
-def load_share(weights: Weights, job: Job, start: int, stop: int, kernel: Kernel) -> Matrix:
-    """Rows [start, stop) of a job's stacked matrix, in the form `kernel` wants."""
-    return load_matrix(weights.bits(job.tensors, start, stop), stop - start, job.cols, kernel)
+JOBS_PER_LAYER = 4
+"""`linear_jobs` gives each layer's jobs in this order: q/k/v, o_proj, gate/up, down_proj; lm_head is last."""
 
 
 class Engine(Protocol):
-    """Computes jobs: `LocalEngine` here, or `microqwen.workers.WorkerPool` in worker processes."""
+    """Computes jobs: `microqwen.shards.LocalEngine` here, or `microqwen.workers.WorkerPool` in workers."""
 
     jobs: list[Job]
 
@@ -102,22 +101,6 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the weights (and stop any processes)."""
-
-
-class LocalEngine:
-    """Every job's matrix in this process, in the form the chosen kernel wants (workers=0)."""
-
-    def __init__(self, weights: Weights, jobs: Sequence[Job], kernel: Kernel = None) -> None:
-        self.jobs = list(jobs)
-        self.matrices = {job.name: load_share(weights, job, 0, job.rows, kernel) for job in jobs}
-
-    def run(self, job: Job, xs: Sequence[Vector]) -> list[list[float]]:
-        """[W x for x in xs]: one output row of the stack per input vector."""
-        return self.matrices[job.name].matmat(xs)
-
-    def close(self) -> None:
-        """Drop the matrices."""
-        self.matrices.clear()
 
 
 class Linear:

@@ -42,12 +42,14 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 from .config import Config
 from .errors import ContextError, HookError, UsageError
 from .kernels import KERNELS, Kernel, Vector, dot, dots
-from .linear import TOKENS_PER_PASS, Engine, Job, Linear, LocalEngine, fused, fused_tokens, linear_jobs
+from .linear import TOKENS_PER_PASS, Engine, Job, Linear, fused, fused_tokens, linear_jobs
 from .tokenizer import Tokenizer
 from .weights import Weights, open_model
 
 if TYPE_CHECKING:
+    from .promptcache import PromptCache
     from .sampling import SamplingParams
+    from .shards import ShardedEngine
 
 Hook = Callable[[str, int, Tuple[float, ...], Tuple[int, ...]], Optional[Sequence[float]]]
 """`hook(name, pos, values, shape)` at every named point: None leaves the value, a same-length sequence replaces it."""
@@ -119,6 +121,22 @@ def softmax(scores: Vector, temperature: float = 1.0) -> list[float]:
     exps = [math.exp((s - top) / temperature) for s in scores]
     total = math.fsum(exps)
     return [e / total for e in exps]
+
+
+def log_softmax(scores: Vector) -> list[float]:
+    """log p_t = s_t - (max s + log sum_u e^(s_u - max s)): the log of `softmax`, with no log(0) for a tiny p.
+
+    The server's logprobs (`microqwen.openai_api`) are these, at temperature 1 with nothing filtered.
+
+    ```python
+    >>> [round(x, 4) for x in log_softmax([1.0, 2.0, 0.0])]
+    [-1.4076, -0.4076, -2.4076]
+
+    ```
+    """
+    top = max(scores)
+    log_total = top + math.log(math.fsum(math.exp(s - top) for s in scores))
+    return [s - log_total for s in scores]
 
 
 def add(a: Vector, b: Vector) -> list[float]:
@@ -219,11 +237,33 @@ class KVCache:
 
     def truncate(self, length: int) -> None:
         """Keep only positions 0..length-1 in every layer (e.g. after an interrupted step)."""
-        for layer_keys, layer_values in zip(self.keys, self.values_t):
-            for g, keys in enumerate(layer_keys):
+        for layer in range(len(self.keys)):
+            self.truncate_layer(layer, length)
+
+    def truncate_layer(self, layer: int, length: int) -> None:
+        """Keep only positions 0..length-1 in `layer`."""
+        layer_keys, layer_values = self.keys[layer], self.values_t[layer]
+        for g, keys in enumerate(layer_keys):
+            if len(keys) > length:
                 layer_keys[g] = keys[:length]
-                for d, column in enumerate(layer_values[g]):
+            for d, column in enumerate(layer_values[g]):
+                if len(column) > length:
                     layer_values[g][d] = column[:length]
+
+    def rows(self, start: int, stop: int) -> list[list[list[float]]]:
+        """Positions start..stop-1, each as one row per layer: k then v of every kv head [2 * kv_heads * head_dim]."""
+        return [
+            [[x for head in keys for x in head[t]] + [column[t] for head in values_t for column in head]
+             for keys, values_t in zip(self.keys, self.values_t)]
+            for t in range(start, stop)
+        ]  # fmt: skip
+
+    def extend(self, rows: Sequence[Sequence[Vector]]) -> None:
+        """Append positions given as `rows` gives them."""
+        size = self.shape[1] * self.shape[2]
+        for row in rows:
+            for layer, kv in enumerate(row):
+                self.append(layer, kv[:size], kv[size:])
 
     def append(self, layer: int, k: Vector, v: Vector) -> None:
         """Add one position's k and v [kv_heads * head_dim] to `layer`."""
@@ -361,10 +401,11 @@ class Qwen2ForCausalLM:
     `model.model.layers[3].self_attn.q_proj` there: transformers splits this class into the body,
     `Qwen2Model` (embed_tokens, layers, norm), and the `lm_head` on top; here both are one class.
     `load` also attaches what generation needs: `tokenizer` (None if the model has none),
-    `sampling` (the defaults of generation_config.json) and `eos_token_ids`.
+    `sampling` (the defaults of generation_config.json), `eos_token_ids`, and the `prompt_cache`
+    on disk (`microqwen.promptcache`; None to go without).
     """
 
-    def __init__(self, config: Config, weights: Weights, engine: Engine, max_context: int) -> None:
+    def __init__(self, config: Config, weights: Weights, engine: ShardedEngine, max_context: int) -> None:
         self.config = config
         self.weights = weights  # kept open: embedding rows are read from it on demand
         self.engine = engine
@@ -385,10 +426,14 @@ class Qwen2ForCausalLM:
         self.mutation: str | None = None  # a planted bug (`microqwen.lab.mutations`), by name
         self.planted: Hook | None = None  # its hook, which runs at every point before the caller's
         self.causal = True  # prefill's causal mask: False lets a token see the later tokens of its block
+        self.prompt_cache: PromptCache | None = None
+        self.in_blocks = engine.processes > 1  # no hook: each half-layer is one request to the workers
 
     def forward(self, token: int, pos: int, hook: Hook | None = None) -> list[float]:
         """Logits [vocab] for the token after `token`, which sits at position `pos` (the cache holds 0..pos-1)."""
         self._check_input([token], pos)
+        if hook is None and self.in_blocks:
+            return self.lm_head(self.norm(self._layers_in_blocks([token], pos)[-1]))  # the same numbers, faster
         heads, kv_heads = self.config.num_attention_heads, self.config.num_key_value_heads
         at = Points(hook, pos, self.planted)  # at(name, values): the values the pass goes on with (a hook may replace them)
         h = at("embed_tokens", self.embed_tokens(token))  # [896]
@@ -430,19 +475,39 @@ class Qwen2ForCausalLM:
         point at every position, as `forward` would show it. `progress(done, total)` is called after
         each block.
         """
+        h = self._blocks(ids, hook, progress)[-1]  # [896]: the residual stream at the last position
+        at = Points(hook, self.pos - 1, self.planted)
+        return at("logits", self.lm_head(at("norm", self.norm(h))))
+
+    def final_states(self, ids: Sequence[int]) -> list[list[float]]:
+        """`prefill`'s pass without the head: norm(h) at every position [len(ids), 896].
+
+        `lm_head` of one of them is the logits `forward` would give there. Lookup decoding needs the
+        logits at a position only if the drafted tokens before it were right, so it runs the head itself.
+        """
+        return [self.norm(h) for h in self._blocks(ids, None, None)]
+
+    def _blocks(self, ids: Sequence[int], hook: Hook | None,
+                progress: Callable[[int, int], None] | None) -> list[list[float]]:  # fmt: skip
+        """The residual stream after the last layer at every position of ids, TOKENS_PER_PASS tokens at a time."""
         if not ids:
             raise UsageError("prefill needs at least one token")
         self._check_input(ids, self.pos)  # all of them, before the first block goes into the cache
+        states: list[list[float]] = []
         for start in range(0, len(ids), TOKENS_PER_PASS):
-            block = [Points(hook, self.pos + t, self.planted) for t in range(len(ids[start : start + TOKENS_PER_PASS]))]
-            hs = [at("embed_tokens", self.embed_tokens(token)) for at, token in zip(block, ids[start:])]  # T x [896]
-            for layer in self.layers:
-                hs = self._attention_blocks(layer, hs, block)
-                hs = self._mlp_blocks(layer, hs, block)
+            tokens = ids[start : start + TOKENS_PER_PASS]
+            if hook is None and self.in_blocks:
+                hs = self._layers_in_blocks(tokens, self.pos)
+            else:
+                block = [Points(hook, self.pos + t, self.planted) for t in range(len(tokens))]
+                hs = [at("embed_tokens", self.embed_tokens(token)) for at, token in zip(block, tokens)]  # T x [896]
+                for layer in self.layers:
+                    hs = self._attention_blocks(layer, hs, block)
+                    hs = self._mlp_blocks(layer, hs, block)
+            states += hs
             if progress:
                 progress(min(start + TOKENS_PER_PASS, len(ids)), len(ids))
-        at = block[-1]
-        return at("logits", self.lm_head(at("norm", self.norm(hs[-1]))))
+        return states
 
     def _attention_blocks(self, layer: Qwen2DecoderLayer, hs: list[list[float]], block: list[Points],
                           ) -> list[list[float]]:  # fmt: skip
@@ -471,6 +536,26 @@ class Qwen2ForCausalLM:
             acts.append(swiglu(at(f"{name}.gate_proj", gate), at(f"{name}.up_proj", up)))  # [4864]
         downs = [at(f"{name}.down_proj", down) for at, down in zip(block, mlp.down_proj.tokens(acts))]
         return [at(layer.name, add(h, down)) for at, h, down in zip(block, hs, downs)]
+
+    def _layers_in_blocks(self, tokens: Sequence[int], pos: int) -> list[list[float]]:
+        """The residual stream after the last layer, each half-layer one request to every process.
+
+        With worker processes and no hook, this is what `forward` and `prefill` run: the same numbers
+        bit for bit, but each process computes the whole attention (or MLP) half of a layer on its own
+        heads (or units), so the processes meet twice per layer instead of four times (`microqwen.shards`).
+        The main process keeps the whole KV cache, as the other path needs it.
+        """
+        self.engine.sync(self.cache)  # positions a pass with a hook computed here
+        hs = [self.embed_tokens(token) for token in tokens]  # T x [896]
+        for layer in self.layers:
+            xs = [layer.input_layernorm(h) for h in hs]
+            attention = self.engine.attention_block(layer.index, xs, pos)  # T x (o_proj output, k, v)
+            for _, k, v in attention:
+                self.cache.append(layer.index, k, v)
+            hs = [add(h, o) for h, (o, _, _) in zip(hs, attention)]
+            downs = self.engine.mlp_block(layer.index, [layer.post_attention_layernorm(h) for h in hs])
+            hs = [add(h, down) for h, down in zip(hs, downs)]
+        return hs
 
     @property
     def pos(self) -> int:
@@ -548,6 +633,7 @@ def load(
     offline: bool | None = None,
     progress: bool = True,
     mutation: str | None = None,
+    prompt_cache: bool = True,
 ) -> Qwen2ForCausalLM:
     """Load a Qwen2 model: a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `org/name@revision`) or a directory.
 
@@ -562,10 +648,15 @@ def load(
             first, to check the prompt before the weights load).
         offline: use only the cache; None reads `HF_HUB_OFFLINE`.
         progress: show a download on stderr.
-        mutation: plant a bug by name (`microqwen.lab.mutations.MUTATIONS`), to see what it changes.
+        mutation: plant a bug by name (`microqwen.lab.mutations.MUTATIONS`), to see what it changes
+            (a mutated model computes on the plain path, with no prompt cache).
+        prompt_cache: keep the KV cache of prompts on disk, so that a prompt that begins like an
+            earlier one (every chat's system prompt) evaluates only the rest (`microqwen.promptcache`).
     """
     from .hub import resolve_model
+    from .promptcache import PromptCache
     from .sampling import generation_defaults
+    from .shards import LocalEngine
 
     if workers < 0:
         raise UsageError(f"workers must be 0 or more, got {workers}")
@@ -578,7 +669,7 @@ def load(
     path = resolve_model(model, offline=offline, progress=progress)
     config, weights = open_model(path)
     limit = config.max_position_embeddings
-    engine: Engine | None = None
+    engine: ShardedEngine | None = None
     matrix_kernel: Kernel = kernel
     try:
         if max_context is not None and not 0 < max_context <= limit:
@@ -588,15 +679,16 @@ def load(
         if workers:
             from .workers import WorkerPool
 
-            engine = WorkerPool(path, weights, linear_jobs(config), workers, matrix_kernel, mutation)
+            engine = WorkerPool(path, config, weights, linear_jobs(config), workers, matrix_kernel, mutation)
         else:
-            engine = LocalEngine(weights, linear_jobs(config), matrix_kernel)
+            engine = LocalEngine(config, weights, linear_jobs(config), matrix_kernel)
         qwen = Qwen2ForCausalLM(config, weights, engine, max_context or limit)
         if mutation is not None:
             mutations.plant(mutation, qwen)
         qwen.path = path
         qwen.tokenizer = tokenizer or (Tokenizer.from_dir(path) if Tokenizer.found_in(path) else None)
         qwen.sampling, qwen.eos_token_ids = generation_defaults(path, config)
+        qwen.prompt_cache = PromptCache(qwen) if prompt_cache and mutation is None else None
         return qwen
     except BaseException:
         if engine is not None:  # the workers started, then the model failed (or Ctrl-C)

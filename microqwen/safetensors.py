@@ -123,6 +123,11 @@ class SafetensorsFile:
         self._file.seek(info.begin + first * out.itemsize)
         out.fromfile(self._file, count)
 
+    def header_bytes(self) -> bytes:
+        """The first 8 + N bytes of the file: the header length and the JSON header."""
+        self._file.seek(0)
+        return self._file.read(8 + self.header_size)
+
     def close(self) -> None:
         """Close the file, and unmap it unless a view from `data` is still alive (then the map goes with it)."""
         try:

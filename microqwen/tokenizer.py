@@ -2,7 +2,7 @@
 
 The model reads numbers, not text. Qwen2.5's vocabulary has 151,643 tokens, each a string of
 bytes, plus 22 added tokens such as `<|im_start|>`; a token's id is its row in the embedding.
-Encoding text goes through five steps (SPEC.md section 5), and `encode_traced` shows each one:
+Encoding text goes through five steps (docs/reference/qwen2.5-0.5b.md), and `encode_traced` shows each one:
 
 1. Added tokens that appear literally in the text (`<|im_end|>`) are cut out first and become
    their own id, unless `allow_special=False` asks for special tokens to be read as plain text.
@@ -40,7 +40,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from . import chat, pretokenize
 from .errors import FormatError, UsageError
@@ -90,6 +90,33 @@ def to_byte_level(text: str) -> str:
 def from_byte_level(tokens: str) -> bytes:
     """The bytes that byte-level characters stand for (the inverse of `to_byte_level`)."""
     return tokens.translate(_FROM_BYTE_LEVEL).encode("latin-1")
+
+
+def plain_bpe(word: str, ranks: Mapping[tuple[str, str], int]) -> list[str]:
+    """Step 5 the plain way: the reference that the fast `Tokenizer.bpe` must equal, symbol for symbol.
+
+    Start from one symbol per character of the byte-level word; while some adjacent pair is in
+    `ranks` (merges.txt: pair -> line number), merge the pair of lowest rank, the leftmost one if
+    it occurs more than once. Each merge rescans the whole word, so a word of n symbols costs
+    about n^2 steps: fine to read and to test with, too slow for a line of Chinese (one word).
+    Unlike minbpe's `merge`, which replaces every occurrence of the pair in one pass, this merges
+    one occurrence at a time, as Hugging Face does (the two agree when every merge comes after the
+    merges that made its two parts, as in a trained merges.txt).
+
+    Examples:
+        >>> plain_bpe("lower", {("l", "o"): 0, ("lo", "w"): 1, ("e", "r"): 2})
+        ['low', 'er']
+        >>> plain_bpe("aaa", {("a", "a"): 0})                  # the leftmost pair first
+        ['aa', 'a']
+    """
+    symbols = list(word)
+    while len(symbols) > 1:
+        candidates = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+        if not candidates:
+            break
+        _, i = min(candidates)  # the lowest rank; on a tie, the smallest position
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
+    return symbols
 
 
 @dataclass(frozen=True)
@@ -216,6 +243,48 @@ class Tokenizer:
         added = _config_added_tokens(config, os.path.join(path, "tokenizer_config.json"))
         return cls(vocab, merges, added, chat_template, eos_token, vocab_json, lambda i: f"{merges_txt} line {lines[i]}")
 
+    @classmethod
+    def from_gguf(cls, metadata: Mapping[str, object], source: str) -> Tokenizer:
+        """The tokenizer of a GGUF file, from its `tokenizer.*` metadata (as llama.cpp's converter writes it).
+
+        `tokenizer.ggml.model` must be "gpt2" (byte-level BPE) and `tokenizer.ggml.pre` "qwen2" (Qwen2's
+        pre-tokenizer). `tokenizer.ggml.tokens[i]` is the token of id i, in byte-level characters;
+        `tokenizer.ggml.token_type[i]` says what it is, read as transformers reads a GGUF file:
+
+            1 normal, 5 unused       BPE vocabulary (the unused are the padding ids [PAD151665] ...)
+            3 control                an added token that is special (<|im_end|>, and <|fim_prefix|>,
+                                     which Hugging Face's tokenizer.json does not mark special)
+            4 user-defined           an added token that is not special (<tool_call>)
+
+        `tokenizer.ggml.merges` lists the merges as "left right"; `tokenizer.ggml.eos_token_id` names
+        the token that ends a reply, and `tokenizer.chat_template` must be Qwen2.5's
+        (`microqwen.chat.check_template`). `source` names the file in error messages.
+        """
+        for key, expected in (("tokenizer.ggml.model", "gpt2"), ("tokenizer.ggml.pre", "qwen2")):
+            if metadata.get(key) != expected:
+                raise FormatError(f"{source}: {key} is {metadata.get(key)!r}; microqwen implements Qwen2's "
+                                  f"byte-level BPE tokenizer, {key} {expected!r}")  # fmt: skip
+        if metadata.get("tokenizer.ggml.add_bos_token", False) is not False:
+            raise FormatError(f"{source}: tokenizer.ggml.add_bos_token is set; Qwen2 starts a text with no BOS token")
+        tokens = _gguf_list(metadata, "tokenizer.ggml.tokens", str, source)
+        kinds = _gguf_list(metadata, "tokenizer.ggml.token_type", int, source)
+        if len(kinds) != len(tokens):
+            raise FormatError(f"{source}: {len(tokens)} tokenizer.ggml.tokens but {len(kinds)} tokenizer.ggml.token_type")
+        vocab, added = _gguf_vocab(tokens, kinds, source)
+        where = f"{source}: tokenizer.ggml.merges"
+        raw_merges = _gguf_list(metadata, "tokenizer.ggml.merges", str, source) if "tokenizer.ggml.merges" in metadata else []
+        merges = [_merge_pair(merge, f"{where}[{i}]") for i, merge in enumerate(raw_merges)]
+        template = metadata.get("tokenizer.chat_template")
+        if template is not None:
+            if not isinstance(template, str):
+                raise FormatError(f"{source}: tokenizer.chat_template must be a string")
+            chat.check_template(template, f"{source}: tokenizer.chat_template")
+        eos = metadata.get("tokenizer.ggml.eos_token_id")
+        if eos is not None and not (isinstance(eos, int) and 0 <= eos < len(tokens)):
+            raise FormatError(f"{source}: tokenizer.ggml.eos_token_id {eos!r} is not one of the {len(tokens)} token ids")
+        eos_token = tokens[eos] if isinstance(eos, int) else None
+        return cls(vocab, merges, added, template, eos_token, f"{source}: tokenizer.ggml.tokens", lambda i: f"{where}[{i}]")
+
     @property
     def vocab_size(self) -> int:
         """The number of token ids, added tokens included: 151,665 for Qwen2.5."""
@@ -281,8 +350,9 @@ class Tokenizer:
         """Step 5: merge the symbols of a byte-level word, lowest rank first, into tokens.
 
         Like Hugging Face, the next merge is always the lowest-ranked adjacent pair, the leftmost
-        one on a tie. A heap of candidate pairs keeps a long word fast (a line of Chinese is one
-        word); a merged-away symbol becomes '' and `left`/`right` link the symbols still alive.
+        one on a tie: the same result as `plain_bpe`, the readable reference (the tests check
+        that the two agree). A heap of candidate pairs keeps a long word fast (a line of Chinese is
+        one word); a merged-away symbol becomes '' and `left`/`right` link the symbols still alive.
         Each merge applied is appended to `steps` when it is given.
 
         Examples:
@@ -599,6 +669,37 @@ def _added_token(entry: JSON, where: str) -> AddedToken:
         if entry.get(option):
             raise FormatError(f"{where}: {option} is true; microqwen matches added tokens exactly, as Qwen2 does")
     return AddedToken(token_id, entry["content"], entry.get("special") is True)
+
+
+GGUF_TOKEN_TYPES = {1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused", 6: "byte"}
+"""llama.cpp's token types (tokenizer.ggml.token_type), of which byte-level BPE uses 1, 3, 4 and 5."""
+
+
+def _gguf_list(metadata: Mapping[str, object], key: str, kind: type, source: str) -> list[Any]:
+    value = metadata.get(key)
+    if not isinstance(value, list) or not all(isinstance(item, kind) and not isinstance(item, bool) for item in value):
+        raise FormatError(f"{source}: {key} must be an array of {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _gguf_vocab(tokens: list[str], kinds: list[int], source: str) -> tuple[dict[str, int], list[AddedToken]]:
+    """BPE vocabulary (normal and unused tokens) and added tokens (control: special; user-defined: not)."""
+    vocab: dict[str, int] = {}
+    added = []
+    for token_id, (token, kind) in enumerate(zip(tokens, kinds)):
+        if kind in (1, 5):
+            if token in vocab:
+                raise FormatError(f"{source}: tokenizer.ggml.tokens {vocab[token]} and {token_id} are both {token[:40]!r}")
+            vocab[token] = token_id
+        elif kind in (3, 4) and token:
+            added.append(AddedToken(token_id, token, kind == 3))
+        else:
+            raise FormatError(
+                f"{source}: tokenizer.ggml.token_type[{token_id}] is {kind} ({GGUF_TOKEN_TYPES.get(kind, 'unknown type')}) "
+                f"for token {token[:40]!r}; a byte-level BPE vocabulary has normal (1), control (3), user-defined (4) "
+                "and unused (5) tokens"
+            )
+    return vocab, added
 
 
 def _read_tokenizer_config(path: str) -> dict[str, JSON]:

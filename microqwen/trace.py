@@ -264,17 +264,18 @@ class LensRow(NamedTuple):
     target_rank: Optional[int] = None
 
 
-def logit_lens(model: Qwen2ForCausalLM, residuals: Sequence[tuple[str, Vector]], final_logits: Sequence[float],
-               target: int | None = None) -> list[LensRow]:  # fmt: skip
+def logit_lens(model: Qwen2ForCausalLM, residuals: Sequence[tuple[str, Vector]],
+               final_logits: Sequence[float] | None = None, target: int | None = None) -> list[LensRow]:  # fmt: skip
     """Decode each residual stream as if it were the last: logits_i = lm_head(norm(h_i)).
 
     `final_logits` are the model's own output at that position, which each stream is measured
-    against. All streams go through the output head in one `lm_head.tokens` call, so its
-    151936 x 896 weights are read once for all of them (len(residuals) x 136M multiply-adds).
+    against; None takes the last stream's (the stream after the last layer decodes to the output).
+    All streams go through the output head in one `lm_head.tokens` call, so its 151936 x 896
+    weights are read once for all of them (len(residuals) x 136M multiply-adds).
     """
     normed = [model.norm(h) for _, h in residuals]  # L x [896]
     rows = model.lm_head.tokens(normed) if normed else []  # L x [151936]
-    final = log_softmax(final_logits)
+    final = log_softmax(rows[-1] if final_logits is None else final_logits)
     return [_lens_row(name, logits, final, target) for (name, _), logits in zip(residuals, rows)]
 
 

@@ -17,6 +17,7 @@ a view caught in the traceback of an interrupted step would keep the file from c
 
 from __future__ import annotations
 
+import hashlib
 import os
 from array import array
 from typing import Sequence
@@ -39,17 +40,35 @@ class Weights:
         self.checkpoint.read_into(name, values, first, self.tensors[name].numel if count is None else count)
         return [bf16.TABLE[b] for b in values]
 
-    def bits(self, names: Sequence[str], start: int, stop: int) -> array[int]:
-        """The bfloat16 bits of rows [start, stop) of the matrices `names` stacked row-wise (same width)."""
+    def bits(self, names: Sequence[str], start: int, stop: int, columns: tuple[int, int] | None = None) -> array[int]:
+        """The bfloat16 bits of rows [start, stop) of the matrices `names` stacked row-wise (same width),
+        row after row; with `columns` = (a, b), only columns a..b-1 of each row."""
         out = array("H")
         offset = 0  # the stack's row where the current matrix begins
         for name in names:
             rows, cols = self.tensors[name].shape
             lo, hi = max(start, offset), min(stop, offset + rows)
-            if lo < hi:
+            if lo < hi and columns is None:
                 self.checkpoint.read_into(name, out, (lo - offset) * cols, (hi - lo) * cols)
+            elif lo < hi:
+                assert columns is not None
+                first, last = columns
+                for row in range(lo - offset, hi - offset):
+                    self.checkpoint.read_into(name, out, row * cols + first, last - first)
             offset += rows
         return out
+
+    def identity(self) -> str:
+        """A short hash that changes when a weights file does: each file's size, modification time and header.
+
+        (Not a hash of the whole file, which would take seconds for a gigabyte; see `microqwen.promptcache`.)
+        """
+        digest = hashlib.sha256()
+        for f in self.checkpoint.files:
+            status = os.stat(f.path)
+            digest.update(f"{os.path.basename(f.path)} {status.st_size} {status.st_mtime_ns}\n".encode())
+            digest.update(f.header_bytes())
+        return digest.hexdigest()[:32]
 
     def close(self) -> None:
         """Close the files."""

@@ -1,33 +1,36 @@
 """Worker processes: the matrix products on every core, activations through shared memory.
 
-Pure Python runs one core per process, so `WorkerPool` starts N worker processes, and the
-main process and the workers share out the rows of every weight matrix (every `linear.Job`):
+Pure Python runs one core per process, so `WorkerPool` starts N worker processes, and the main
+process and the workers share out every layer as `microqwen.shards` describes (process s of P = N + 1
+owns query heads, key/value heads, MLP units and vocabulary rows; the main process is share 0):
 
-    job layers.3.mlp.gate_proj+up_proj, W [9728, 896], 1 worker (2 cores):
-        the main process computes rows 0..4863        worker 0 computes rows 4864..9727
+    layers.3.mlp with 1 worker (2 cores):
+        the main process: gate/up rows 0..2431, down_proj columns 0..2431    (its partial sum)
+        worker 0:         gate/up rows 2432..4863, down_proj columns 2432..4863
 
 A worker is a fresh Python interpreter (the same executable) running `worker_main` of this
 module, started with the model's path, its share number and two pipes; it opens the model
-itself, works out the same jobs from its config, and reads just its rows of each from the file
-(so the weights are never pickled or copied between processes). Nothing of the caller's script
-runs in it, so `microqwen.load(..., workers=N)` works the same from a script with or without an
-`if __name__ == "__main__":` guard, from `python -c`, the REPL or a notebook.
+itself, works out the same plan from its config, and reads just its part of each matrix from the
+file (so the weights are never pickled or copied between processes). Nothing of the caller's
+script runs in it, so `microqwen.load(..., workers=N)` works the same from a script with or without
+an `if __name__ == "__main__":` guard, from `python -c`, the REPL or a notebook.
 
-For one product y = W x, the main process
+For one request (a job, or the attention or MLP half of a layer, for up to TOKENS_PER_PASS tokens),
+the main process
 
-    1. writes x (float64) into the shared input buffer,
-    2. sends each worker the job number (a 24-byte frame through its pipe),
-    3. computes its own rows of y (instead of sleeping while the workers compute),
-    4. waits until every worker has written its rows of y into the shared output buffer
-       and answered, then reads them.
+    1. writes the input vectors (float64) into the shared input buffer,
+    2. sends each worker the request (a 36-byte frame through its pipe),
+    3. computes its own share (instead of sleeping while the workers compute),
+    4. waits until every worker has written its part into the shared output buffer and answered,
+       then reads them and puts the parts together (`ShardedEngine`).
 
 The two buffers are anonymous shared memory (`os.memfd_create`, else an unlinked temporary file)
 handed to the workers as file descriptors: there is no name to clean up, and the kernel frees
 the memory when the last process that maps it is gone, however it ends.
 
-Between products the main process does the cheap steps (norms, RoPE, attention, residuals).
-A process that sleeps while it waits pays to wake up (up to half a millisecond on a virtual
-machine, and a step has 97 products), so both sides first poll for a few milliseconds
+Between requests the main process does the cheap steps (norms, residuals). A process that sleeps
+while it waits pays to wake up (up to half a millisecond on a virtual machine, and a step has 49
+requests), so both sides first poll for a few milliseconds
 (`SPIN_SECONDS`) and only then sleep: the main process while the last worker finishes, a
 worker while the main process does the cheap steps before the next product. With one
 process per core, the one that polls has its core to itself.
@@ -55,9 +58,11 @@ import traceback
 from array import array
 from typing import NoReturn, Sequence
 
+from .config import Config
 from .errors import WorkerError
 from .kernels import Kernel, Matrix, Vector
-from .linear import TOKENS_PER_PASS, Job, linear_jobs, load_share
+from .linear import TOKENS_PER_PASS, Job, linear_jobs
+from .shards import ATTENTION, MLP, RUN, Share, Shard, ShardedEngine, compute, plan, split_by_columns
 from .weights import Weights, open_model
 
 SPIN_SECONDS = 0.005
@@ -66,8 +71,8 @@ SPIN_SECONDS = 0.005
 FLOAT = 8  # bytes per float64 in the shared buffers
 LOADING = "loading the weights"
 
-RUN, BENCH, STOP = 0, 1, 2
-REQUEST = struct.Struct("<qiid")  # sequence number, command, job index, tokens (RUN) or seconds (BENCH)
+PUSH, BENCH, STOP = 3, 4, 5  # besides the shards' RUN, ATTENTION and MLP
+REQUEST = struct.Struct("<qiiiqd")  # sequence number, command, job or layer, tokens, position, seconds (BENCH)
 ANSWER = struct.Struct("<qid")  # sequence number, 0 = done or 1 = failed, a value (a kernel rate)
 ANSWER_FRAME = 512  # bytes: the answer, then a failed worker's error message
 """Messages are fixed-size frames, each written by one write(2) and read by one read(2). A pipe
@@ -80,21 +85,20 @@ def default_workers() -> int:
     return max((os.cpu_count() or 1) - 1, 0)
 
 
-def row_ranges(rows: int, shares: int) -> list[tuple[int, int]]:
-    """Split rows 0..rows-1 into `shares` contiguous slices of nearly equal size."""
-    return [(rows * w // shares, rows * (w + 1) // shares) for w in range(shares)]
-
-
 class Buffers:
-    """The two shared buffers: x (the input activations) and y (each worker's region of outputs).
+    """The two shared buffers: x (the input vectors) and y (a region per worker for its outputs).
 
-    x holds TOKENS_PER_PASS vectors of the widest job's input; y has one region per worker, big
-    enough for TOKENS_PER_PASS outputs of its largest share.
+    x holds TOKENS_PER_PASS vectors of the widest input (or some positions of the KV cache, for a
+    push); each region of y holds TOKENS_PER_PASS of its worker's largest output.
     """
 
-    def __init__(self, jobs: Sequence[Job], processes: int, fds: tuple[int, int] | None = None) -> None:
-        self.region = TOKENS_PER_PASS * max(-(-job.rows // processes) for job in jobs)  # floats per worker
-        sizes = (TOKENS_PER_PASS * max(job.cols for job in jobs) * FLOAT, (processes - 1) * self.region * FLOAT)
+    def __init__(self, config: Config, jobs: Sequence[Job], shares: Sequence[Share], fds: tuple[int, int] | None = None) -> None:
+        self.push_row = config.num_hidden_layers * 2 * config.kv_size  # one position of the KV cache, every layer
+        x_floats = TOKENS_PER_PASS * max(job.cols for job in jobs)
+        self.push_positions = x_floats // self.push_row
+        self.region = TOKENS_PER_PASS * max(output_size(config, jobs, share, command, i)
+                                            for share in shares[1:] for command, i in requests(config, jobs))  # fmt: skip
+        sizes = (max(x_floats, self.push_row) * FLOAT, max(len(shares) - 1, 1) * self.region * FLOAT)
         self.fds = fds or (_shared_file(sizes[0]), _shared_file(sizes[1]))
         self.x, self.y = (mmap.mmap(fd, size) for fd, size in zip(self.fds, sizes))
 
@@ -104,6 +108,22 @@ class Buffers:
             memory.close()
         for fd in self.fds:
             os.close(fd)
+
+
+def requests(config: Config, jobs: Sequence[Job]) -> list[tuple[int, int]]:
+    """Every (command, job or layer) a shard can be asked for."""
+    layers = range(config.num_hidden_layers)
+    return [(RUN, i) for i in range(len(jobs))] + [(ATTENTION, i) for i in layers] + [(MLP, i) for i in layers]
+
+
+def output_size(config: Config, jobs: Sequence[Job], share: Share, command: int, index: int) -> int:
+    """Floats a shard writes per token for a request: its rows, a partial sum, or the attention's partial + k, v."""
+    if command == ATTENTION:
+        return config.hidden_size + 2 * len(share.kv_heads) * config.head_dim
+    if command == MLP:
+        return config.hidden_size
+    job = jobs[index]
+    return job.rows if split_by_columns(job) else sum(stop - start for start, stop in share.rows(job, config))
 
 
 def _shared_file(size: int) -> int:
@@ -129,37 +149,28 @@ class Worker:
         return self.process.pid
 
 
-class WorkerPool:
-    """The main process and N workers run `linear.Job`s on their shares of rows: an engine, like `LocalEngine`.
+class WorkerPool(ShardedEngine):
+    """The main process (share 0) and N workers (shares 1..N) run the shards: an engine, like `LocalEngine`."""
 
-    Share 0 of every job's rows is the main process's, share w + 1 is worker w's.
-    """
-
-    def __init__(self, path: str, weights: Weights, jobs: Sequence[Job], n_workers: int, kernel: Kernel = None,
-                 mutation: str | None = None) -> None:  # fmt: skip
-        self.jobs = list(jobs)
-        self.index = {job.name: i for i, job in enumerate(self.jobs)}
+    def __init__(self, path: str, config: Config, weights: Weights, jobs: Sequence[Job], n_workers: int,
+                 kernel: Kernel = None, mutation: str | None = None) -> None:  # fmt: skip
+        super().__init__(config, jobs, n_workers + 1, kernel)
         self.n_workers = n_workers
         self.workers: list[Worker] = []
-        self.local: list[Matrix] = []  # the main process's share of every job
         self.sequence = 0  # numbers each request, so a late answer to an interrupted one is ignored
         self.closed = False
-        self.buffers = Buffers(self.jobs, n_workers + 1)
+        self.buffers = Buffers(config, self.jobs, self.shares)
         atexit.register(self.close)
         try:
             self.workers = [self._start(path, w, kernel, mutation) for w in range(n_workers)]
-            self.local = [load_share(weights, job, *self.share(job, 0), kernel) for job in self.jobs]
+            self.local = Shard(config, weights, self.jobs, self.shares[0], kernel)
             self._wait_all(LOADING)
         except BaseException:
             self.close()
             raise
 
-    def share(self, job: Job, who: int) -> tuple[int, int]:
-        """The rows [start, stop) of `job` that process `who` computes (0: the main process)."""
-        return row_ranges(job.rows, self.n_workers + 1)[who]
-
     def _start(self, path: str, w: int, kernel: Kernel, mutation: str | None) -> Worker:
-        """Start worker w; it loads its shares while the main process loads its own.
+        """Start worker w; it loads its shard while the main process loads its own.
 
         A planted bug (`mutation`) goes by its name: the worker plants it in its own reads and kernel.
         """
@@ -181,39 +192,51 @@ class WorkerPool:
         os.close(answer_writer)  # requests, and if it dies, we read the end of its answers
         return Worker(process, request_writer, answer_reader)
 
-    def run(self, job: Job, xs: Sequence[Vector]) -> list[list[float]]:
-        """[W x for x in xs] for the job's W (T <= TOKENS_PER_PASS), its rows computed by all processes together."""
+    def _compute(self, command: int, index: int, xs: Sequence[Vector], pos: int) -> list[list[list[float]]]:
+        """Every process's part of the request: ours computed here while the workers compute theirs."""
         self._check_open()
-        index = self.index[job.name]
-        x, y = self.buffers.x, self.buffers.y
+        x, width = self.buffers.x, len(xs[0])
         for t, vector in enumerate(xs):
-            _write(x, t * job.cols, vector)
-        self._send_all(RUN, index, len(xs), job.name)
-        ours = self.local[index].matmat(xs)  # [T, our rows], while the workers compute theirs
-        self._wait_all(job.name)
-        for w in range(self.n_workers):  # the workers' rows follow ours, worker by worker
-            start, stop = self.share(job, w + 1)
-            for t, row in enumerate(ours):
-                row += _read(y, w * self.buffers.region + t * (stop - start), stop - start)
-        return ours
+            _write(x, t * width, vector)
+        doing = self.jobs[index].name if command == RUN else f"layers.{index}.{'self_attn' if command == ATTENTION else 'mlp'}"
+        self._send_all(command, index, len(xs), pos, 0.0, doing)
+        parts = [compute(self.local, command, index, xs, pos)]
+        self._wait_all(doing)
+        for w in range(self.n_workers):  # the workers' parts follow ours, worker by worker
+            size = output_size(self.config, self.jobs, self.shares[w + 1], command, index)
+            base = w * self.buffers.region
+            parts.append([_read(self.buffers.y, base + t * size, size) for t in range(len(xs))])
+        return parts
+
+    def _push(self, first: int, rows: list[list[list[float]]]) -> None:
+        """Copy positions of the KV cache to every shard, as many positions per request as the buffer holds."""
+        self._check_open()
+        self.local.push(first, rows)
+        per = self.buffers.push_positions
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            for t, row in enumerate(chunk):
+                _write(self.buffers.x, t * self.buffers.push_row, [value for layer in row for value in layer])
+            self._send_all(PUSH, 0, len(chunk), first + start, 0.0, "copying the KV cache")
+            self._wait_all("copying the KV cache")
 
     def kernel_rates(self, job: Job, seconds: float) -> list[float]:
         """Every process times its kernel on its share of `job`, all at once: multiply-adds/s each."""
         self._check_open()
         index = self.index[job.name]
         doing = f"timing the kernel on {job.name}"
-        self._send_all(BENCH, index, seconds, doing)
-        ours = kernel_rate(self.local[index], seconds)
+        self._send_all(BENCH, index, 0, 0, seconds, doing)
+        ours = kernel_rate(self.local.matrices[index], seconds)
         return [ours] + self._wait_all(doing)
 
     def _check_open(self) -> None:
         if self.closed:
             raise WorkerError("the worker pool is closed")
 
-    def _send_all(self, command: int, index: int, amount: float, doing: str) -> None:
+    def _send_all(self, command: int, index: int, tokens: int, pos: int, seconds: float, doing: str) -> None:
         """Send one request to every worker (answers come to `_wait_all`)."""
         self.sequence += 1
-        frame = REQUEST.pack(self.sequence, command, index, amount)
+        frame = REQUEST.pack(self.sequence, command, index, tokens, pos, seconds)
         for w, worker in enumerate(self.workers):
             try:
                 os.write(worker.requests, frame)
@@ -276,7 +299,7 @@ class WorkerPool:
     def _stop_workers(self) -> None:
         for worker in self.workers:
             try:
-                os.write(worker.requests, REQUEST.pack(0, STOP, 0, 0.0))
+                os.write(worker.requests, REQUEST.pack(0, STOP, 0, 0, 0, 0.0))
             except OSError:
                 pass  # that worker is already gone
         deadline = time.monotonic() + 5.0
@@ -295,7 +318,7 @@ class WorkerPool:
 
 
 def worker_main(argv: Sequence[str]) -> None:
-    """A worker's whole life: load its rows of every job, then run jobs until told to stop.
+    """A worker's whole life: load its shard, then answer requests until told to stop.
 
     `argv`: the model path, the kernel ('' for the default), a planted bug ('' for none), its share
     number, the number of shares, and four descriptors: its request pipe, its answer pipe, the x and
@@ -312,12 +335,12 @@ def worker_main(argv: Sequence[str]) -> None:
 
             weights, kernel = engine_parts(mutation, weights, kernel)
         jobs = linear_jobs(config)
+        every = plan(config, shares)  # the same plan as the main process's
         with weights:
-            ranges = [row_ranges(job.rows, shares)[share] for job in jobs]
-            matrices = [load_share(weights, job, start, stop, kernel) for job, (start, stop) in zip(jobs, ranges)]
-        buffers = Buffers(jobs, shares, (x_fd, y_fd))
+            shard = Shard(config, weights, jobs, every[share], kernel)
+        buffers = Buffers(config, jobs, every, (x_fd, y_fd))
         os.write(answers, _answer_frame(0, 0.0))
-        _serve(requests, answers, jobs, ranges, matrices, buffers, (share - 1) * buffers.region)
+        _serve(requests, answers, shard, buffers, (share - 1) * buffers.region)
     except (EOFError, BrokenPipeError):
         pass  # the main process is gone: so are we
     except BaseException:
@@ -328,28 +351,34 @@ def worker_main(argv: Sequence[str]) -> None:
             pass
 
 
-def _serve(requests: int, answers: int, jobs: list[Job], ranges: list[tuple[int, int]], matrices: list[Matrix],
-           buffers: Buffers, y_base: int) -> None:  # fmt: skip
-    """Answer requests: run a job (x from shared memory, our rows of y back), or time the kernel.
+def _serve(requests: int, answers: int, shard: Shard, buffers: Buffers, y_base: int) -> None:
+    """Answer requests: compute our part (inputs from shared memory, outputs back), copy cache rows, or time the kernel.
 
-    Our rows of y go to our own region of the output buffer, from float `y_base` on, token after
-    token: a late answer to an interrupted request can only overwrite our own rows, which the
+    Our outputs go to our own region of the output buffer, from float `y_base` on, token after
+    token: a late answer to an interrupted request can only overwrite our own region, which the
     next request then writes again before we answer it.
     """
+    config, jobs = shard.config, shard.jobs
     while True:
         deadline = time.perf_counter() + SPIN_SECONDS
         while not select.select([requests], [], [], 0.0)[0] and time.perf_counter() < deadline:
             pass  # poll a little while: the next request usually comes within a millisecond
-        sequence, command, index, amount = REQUEST.unpack(_read_frame(requests, REQUEST.size))
+        sequence, command, index, tokens, pos, seconds = REQUEST.unpack(_read_frame(requests, REQUEST.size))
         if command == STOP:
             return
         if command == BENCH:
-            os.write(answers, _answer_frame(sequence, kernel_rate(matrices[index], amount)))
+            os.write(answers, _answer_frame(sequence, kernel_rate(shard.matrices[index], seconds)))
             continue
-        job, (start, stop) = jobs[index], ranges[index]
-        xs = [_read(buffers.x, t * job.cols, job.cols) for t in range(int(amount))]
-        for t, y in enumerate(matrices[index].matmat(xs)):
-            _write(buffers.y, y_base + t * (stop - start), y)
+        if command == PUSH:
+            flat = [_read(buffers.x, t * buffers.push_row, buffers.push_row) for t in range(tokens)]
+            width = 2 * config.kv_size
+            shard.push(pos, [[row[i * width : (i + 1) * width] for i in range(config.num_hidden_layers)] for row in flat])
+        else:
+            width = jobs[index].cols if command == RUN else config.hidden_size
+            xs = [_read(buffers.x, t * width, width) for t in range(tokens)]
+            size = output_size(config, jobs, shard.share, command, index)
+            for t, y in enumerate(compute(shard, command, index, xs, pos)):
+                _write(buffers.y, y_base + t * size, y)
         os.write(answers, _answer_frame(sequence, 0.0))
 
 

@@ -11,8 +11,9 @@ Each rung is the median of REPEATS timed calls after a warm-up call (PyPy compil
     naive      two nested loops, TABLE[w[i]] * x[j]          microqwen.kernels.NaiveMatrix
     sum(map)   rows of shared floats, sum(map(mul, row, x))   RowsMatrix with Python < 3.12's dot
     sumprod    rows of shared floats, math.sumprod(row, x)    RowsMatrix (CPython 3.12+)
-    unrolled   the naive loop, 4 rows per pass                UnrolledMatrix (PyPy)
-    prefill    unrolled, 4 tokens per weight read (16 tokens) UnrolledMatrix.matmat (PyPy)
+    unrolled   the naive loop, 4 rows per pass                UnrolledMatrix
+    interleaved  8 rows per pass, their weights in block order  InterleavedMatrix (PyPy)
+    prefill    interleaved, 2 tokens per weight read (16 tokens)  InterleavedMatrix.matmat (PyPy)
 
 Rungs that make no sense on an interpreter are skipped (the naive loop on CPython takes minutes per
 call, so it is timed on 64 rows there; sumprod needs 3.12).
@@ -72,8 +73,10 @@ def measure() -> Dict[str, Any]:
     else:
         unrolled = kernels.UnrolledMatrix(bits, ROWS, COLS)
         rungs["unrolled"] = rate(lambda: unrolled.matvec(x), ROWS * COLS)
+        interleaved = kernels.InterleavedMatrix(bits, ROWS, COLS)
+        rungs["interleaved"] = rate(lambda: interleaved.matvec(x), ROWS * COLS)
         tokens = [[math.sin(j + t) for j in range(COLS)] for t in range(16)]
-        rungs["prefill"] = rate(lambda: unrolled.matmat(tokens), 16 * ROWS * COLS)
+        rungs["prefill"] = rate(lambda: interleaved.matmat(tokens), 16 * ROWS * COLS)
     return {
         "interpreter": f"{platform.python_implementation()} {platform.python_version()}",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

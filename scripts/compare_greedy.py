@@ -1,7 +1,9 @@
 """Greedy generation: microqwen's command line against transformers, token for token, on a real model.
 
-    /tmp/refvenv/bin/python scripts/compare_greedy.py --model /tmp/realmodel/qwen2.5-coder-0.5b-instruct \
-        --python pypy3 --python python3.12 -n 32
+    $REFPYTHON scripts/compare_greedy.py --model DIR --python pypy3 --python python3.12 -n 32
+
+REFPYTHON is a Python with torch and transformers; DIR a real model of Qwen2.5-0.5B's architecture in
+the Hugging Face layout (Qwen/Qwen2.5-0.5B-Instruct, or Qwen2.5-Coder-0.5B-Instruct).
 
 For each prompt (a raw completion and a chat question by default), transformers' `generate` (float32,
 eager attention, do_sample=False, no repetition penalty) gives the reference ids; then

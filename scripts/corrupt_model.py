@@ -1,6 +1,7 @@
-"""Write broken copies of a good model directory: one fault each, for the corrupted-model tests.
+"""Write broken copies of a good model directory or .gguf file: one fault each, for the corrupted-model tests.
 
     python scripts/corrupt_model.py GOOD_DIR OUT_DIR [--random-flips 20 --seed 1]
+    python scripts/corrupt_model.py GOOD.gguf OUT_DIR [--random-flips 20 --seed 1]
 
 For a model directory that loads (config.json, generation_config.json, model.safetensors, vocab.json,
 merges.txt, tokenizer_config.json, and tokenizer.json if you like: as the Hub has them), writes
@@ -23,6 +24,19 @@ The faults (the "safetensors" ones edit the raw bytes with struct and json, not 
 - a generation_config.json with a value out of range;
 - pickle weights only (pytorch_model.bin); a model.safetensors that is a dangling symlink (a Hub cache
   whose blob was deleted); a sharded index naming a missing shard.
+
+For a .gguf file (a qwen2 model with a tokenizer, as llama.cpp writes one), writes OUT_DIR/<variant>.gguf
+for each fault below and the same OUT_DIR/variants.json (the commands that must refuse each: `inspect`).
+The bytes are edited with struct after a small parse of the layout of their own (`gguf_layout`):
+
+- bad magic; version 1, 4, and 3 written big-endian; a tensor count and a metadata count of 2^64 - 1;
+- the file cut off inside the header, the metadata, the vocabulary, the tensor infos, the data;
+- a key or string length of 2^63, an array (the vocabulary) of 10^12 elements, an unknown value type,
+  an unknown array element type, a bool of 2, a string that is not UTF-8, a duplicate key, an alignment
+  that is not a power of two;
+- a tensor with 5 dimensions, an unknown ggml type, rows that are not whole blocks, a data offset that
+  is misaligned, one that overlaps the tensor before, one past the end of the file, a duplicate tensor
+  name; trailing bytes after the data (and, with --random-flips, random header bits).
 
 Standard library only, so it runs in any environment: `python scripts/corrupt_model.py` on
 CPython or PyPy.
@@ -330,15 +344,190 @@ def write_variants(good: str, out: str, flips: int = 0, seed: int = 1) -> List[V
     return made
 
 
+# --- GGUF files ------------------------------------------------------------------------------------
+
+GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+"""Bytes of each fixed-size GGUF value type (ggml's docs/gguf.md); 8 is a string, 9 an array."""
+
+
+@dataclass
+class GGUFLayout:
+    """Where the parts of a good .gguf file are: key -> (key offset, type offset, value offset, value end),
+    tensor name -> (info offset, n_dims offset, type offset, data offset field offset), and the section ends."""
+
+    kvs: Dict[str, Tuple[int, int, int, int]]
+    infos: Dict[str, Tuple[int, int, int, int]]
+    info_start: int
+    info_end: int
+    data_start: int
+
+
+def _skip_value(blob: bytes, at: int, kind: int) -> int:
+    if kind in GGUF_SIZES:
+        return at + GGUF_SIZES[kind]
+    if kind == 8:
+        return at + 8 + struct.unpack_from("<Q", blob, at)[0]
+    element, count = struct.unpack_from("<IQ", blob, at)
+    at += 12
+    for _ in range(count):
+        at = _skip_value(blob, at, element)
+    return at
+
+
+def gguf_layout(blob: bytes) -> GGUFLayout:
+    _, _, n_tensors, n_kv = struct.unpack_from("<4sIQQ", blob, 0)
+    at, kvs = 24, {}
+    for _ in range(n_kv):
+        start, length = at, struct.unpack_from("<Q", blob, at)[0]
+        key = blob[at + 8 : at + 8 + length].decode("utf-8")
+        kind = struct.unpack_from("<I", blob, at + 8 + length)[0]
+        value = at + 12 + length
+        at = _skip_value(blob, value, kind)
+        kvs[key] = (start, value - 4, value, at)
+    info_start, infos = at, {}
+    for _ in range(n_tensors):
+        start, length = at, struct.unpack_from("<Q", blob, at)[0]
+        name = blob[at + 8 : at + 8 + length].decode("utf-8")
+        dims_at = at + 8 + length
+        n_dims = struct.unpack_from("<I", blob, dims_at)[0]
+        type_at = dims_at + 4 + 8 * n_dims
+        infos[name] = (start, dims_at, type_at, type_at + 4)
+        at = type_at + 12
+    alignment = 32
+    if "general.alignment" in kvs:
+        alignment = struct.unpack_from("<I", blob, kvs["general.alignment"][2])[0]
+    return GGUFLayout(kvs, infos, info_start, at, at + (-at % alignment))
+
+
+GGUFEdit = Callable[[bytes, GGUFLayout], bytes]
+
+
+def put(fmt: str, value: Any, where: Callable[[GGUFLayout], int]) -> GGUFEdit:
+    """Overwrite the field at `where(layout)` with struct.pack(fmt, value)."""
+
+    def edit(blob: bytes, layout: GGUFLayout) -> bytes:
+        at = where(layout)
+        return blob[:at] + struct.pack(fmt, value) + blob[at + struct.calcsize(fmt) :]
+
+    return edit
+
+
+def cut_at(where: Callable[[bytes, GGUFLayout], int]) -> GGUFEdit:
+    return lambda blob, layout: blob[: where(blob, layout)]
+
+
+def insert_alignment(value: int) -> GGUFEdit:
+    """Add a general.alignment of `value` after the other keys, the header padded again before the data."""
+
+    def edit(blob: bytes, layout: GGUFLayout) -> bytes:
+        key = b"general.alignment"
+        pair = struct.pack("<Q", len(key)) + key + struct.pack("<II", 4, value)
+        head = blob[:16] + struct.pack("<Q", len(layout.kvs) + 1) + blob[24 : layout.info_start] + pair
+        head += blob[layout.info_start : layout.info_end]
+        return head + bytes(-len(head) % 32) + blob[layout.data_start :]
+
+    return edit
+
+
+def rename(old: str, new: str, in_infos: bool) -> GGUFEdit:
+    """Write `new` over the name `old` (the same length) of a tensor or a key."""
+
+    def edit(blob: bytes, layout: GGUFLayout) -> bytes:
+        at = (layout.infos if in_infos else layout.kvs)[old][0] + 8
+        assert len(new) == len(old)
+        return blob[:at] + new.encode() + blob[at + len(new) :]
+
+    return edit
+
+
+def tensor_field(name: str, field: int) -> Callable[[GGUFLayout], int]:
+    """The offset of a tensor info's field: 1 n_dims, 2 type, 3 data offset."""
+    return lambda layout: layout.infos[name][field]
+
+
+def gguf_variants(blob: bytes) -> List[Tuple[str, GGUFEdit, str]]:
+    """Every GGUF fault for the good file `blob` (a qwen2 model with a tokenizer): name, edit, expected error."""
+    layout = gguf_layout(blob)
+    names = list(layout.infos)
+    first, second, last = names[0], names[1], names[-1]
+    block = next(n for n in names if n.endswith("attn_q.weight"))  # a quantised matrix: rows of whole blocks
+    twin = block.replace("attn_q", "attn_k")
+    tokens = layout.kvs["tokenizer.ggml.tokens"]
+    value_at = lambda key: (lambda lay: lay.kvs[key][2])  # noqa: E731
+    truncated = r"is it truncated\?|too short|cannot fit"
+    cuts = {"in-header": 12, "after-header": 24, "in-first-key": 30, "in-vocabulary": (tokens[2] + tokens[3]) // 2,
+            "in-tensor-infos": (layout.info_start + layout.info_end) // 2, "before-data": layout.info_end,
+            "in-data": (layout.data_start + len(blob)) // 2, "one-byte-short": len(blob) - 1}  # fmt: skip
+    return [
+        ("bad-magic", lambda b, lay: b"GGML" + b[4:], r"bytes 0-3 are b'GGML', not b'GGUF': not a GGUF file"),
+        ("version-1", put("<I", 1, lambda lay: 4), r"GGUF version 1 \(bytes 4-7\) is the obsolete one"),
+        ("version-4", put("<I", 4, lambda lay: 4), r"unknown GGUF version 4 \(bytes 4-7\)"),
+        ("big-endian", put(">I", 3, lambda lay: 4), r"is version 3 written big-endian"),
+        ("tensor-count-huge", put("<Q", 2**64 - 1, lambda lay: 8), r"18,446,744,073,709,551,615 tensors \(bytes 8-15\)"),
+        ("metadata-count-huge", put("<Q", 2**64 - 1, lambda lay: 16), r"18,446,744,073,709,551,615 metadata pairs"),
+        *((f"truncated-{name}", cut_at(lambda b, lay, o=offset: o), truncated) for name, offset in cuts.items()),
+        ("empty", cut_at(lambda b, lay: 0), r"file is 0 bytes, too short"),
+        ("key-length-huge", put("<Q", 2**63, lambda lay: 24), r"metadata key 0 at byte 24 is 9,223,372,036,854,775,808 bytes long"),
+        ("string-length-huge", put("<Q", 2**63, value_at("general.architecture")),
+         r"metadata key 'general.architecture' at byte \d+ is 9,223,372,036,854,775,808 bytes long"),
+        ("vocabulary-count-huge", put("<Q", 10**12, lambda lay: lay.kvs["tokenizer.ggml.tokens"][2] + 4),
+         r"metadata key 'tokenizer.ggml.tokens' at byte \d+: an array of 1,000,000,000,000 elements"),
+        ("unknown-value-type", put("<I", 13, lambda lay: lay.kvs["qwen2.block_count"][1]),
+         r"metadata key 'qwen2.block_count' at byte \d+: unknown value type 13"),
+        ("unknown-array-type", put("<I", 99, value_at("tokenizer.ggml.tokens")),
+         r"metadata key 'tokenizer.ggml.tokens' at byte \d+: unknown array element type 99"),
+        ("bool-of-2", put("<B", 2, value_at("tokenizer.ggml.add_bos_token")), r"add_bos_token' at byte \d+: a bool must be 0 or 1"),
+        ("not-utf8", put("<B", 0xFF, lambda lay: lay.kvs["general.architecture"][2] + 8),
+         r"metadata key 'general.architecture' at byte \d+ is not UTF-8"),
+        ("duplicate-key", rename("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", False),
+         r"metadata key 'tokenizer.ggml.eos_token_id' at byte \d+ is a duplicate of the one at byte \d+"),
+        ("alignment-48", insert_alignment(48), r"general.alignment at byte \d+ is uint32 48; it must be a uint32 power of two"),
+        ("five-dimensions", put("<I", 5, tensor_field(first, 1)), rf"tensor '{first}' \(info at byte \d+\): 5 dimensions"),
+        ("unknown-tensor-type", put("<I", 4, tensor_field(first, 2)), rf"tensor '{first}' .*: unknown ggml type 4"),
+        ("rows-not-whole-blocks", put("<Q", 33, lambda lay: lay.infos[block][1] + 4), rf"tensor '{block}' .*rows of 33 weights are not whole"),
+        ("offset-misaligned", put("<Q", 1, tensor_field(second, 3)), rf"tensor '{second}' .*data offset 1 is not a multiple of the alignment 32"),
+        ("offset-overlaps", put("<Q", 0, tensor_field(second, 3)), rf"tensor '{second}' .*data offset 0 overlaps tensor '{first}'"),
+        ("offset-past-end", put("<Q", 2**40, tensor_field(last, 3)), rf"tensor '{last}' .*data offset 1099511627776 leaves a hole"),
+        ("duplicate-tensor-name", rename(twin, block, True), rf"tensor '{block}' .*a second tensor of this name"),
+        ("trailing-bytes", lambda b, lay: b + bytes(64), r"64 trailing bytes after tensor"),
+    ]  # fmt: skip
+
+
+def write_gguf_variants(good: str, out: str, flips: int = 0, seed: int = 1) -> List[Dict[str, Any]]:
+    """Write OUT/<variant>.gguf for every GGUF fault (and `flips` random header-bit flips) and OUT/variants.json."""
+    with open(good, "rb") as f:
+        blob = f.read()
+    layout = gguf_layout(blob)
+    made = [(name, edit(blob, layout), expect) for name, edit, expect in gguf_variants(blob)]
+    rng = random.Random(seed)
+    for _ in range(flips):
+        position, bit = rng.randrange(layout.data_start), rng.randrange(8)
+        flipped = bytearray(blob)
+        flipped[position] ^= 1 << bit
+        made.append((f"random-flip-{position}-bit{bit}", bytes(flipped), None))
+    os.makedirs(out, exist_ok=True)
+    manifest = []
+    for name, data, expect in made:
+        with open(os.path.join(out, f"{name}.gguf"), "wb") as f:
+            f.write(data)
+        manifest.append({"name": name, "file": f"{name}.gguf", "commands": ["inspect"] if expect else [], "expect": expect})
+    with open(os.path.join(out, "variants.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("good", help="a model directory that loads")
+    parser.add_argument("good", help="a model directory that loads, or a .gguf file")
     parser.add_argument("out", help="where to write the broken copies")
     parser.add_argument("--random-flips", type=int, default=0, help="also this many random one-bit header flips")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    made = write_variants(args.good, args.out, args.random_flips, args.seed)
-    print(f"{len(made)} variants in {args.out}")
+    if args.good.endswith(".gguf"):
+        count = len(write_gguf_variants(args.good, args.out, args.random_flips, args.seed))
+    else:
+        count = len(write_variants(args.good, args.out, args.random_flips, args.seed))
+    print(f"{count} variants in {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Record what transformers computes on the full-size random model, for the slow tests.
 
     python scripts/make_random_model.py                                  # models/random-qwen2.5-0.5b
-    /tmp/refvenv/bin/python scripts/make_full_size_reference.py          # torch + transformers venv
+    $REFPYTHON scripts/make_full_size_reference.py                       # a Python with torch + transformers
 
 The small fixtures (tests/fixtures/models) check every step against the reference; this checks the
 real sizes: a vocabulary of 151,936, 24 layers, 14 query and 2 key/value heads of 64, all 290 tensors

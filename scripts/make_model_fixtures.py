@@ -1,7 +1,7 @@
 """Make the forward-pass fixtures: small random Qwen2 models, and what the reference computes for them.
 
-    /tmp/refvenv/bin/python scripts/make_model_fixtures.py          # torch + transformers venv
-    /tmp/refvenv/bin/python scripts/make_model_fixtures.py --out DIR --only gqa7-hd64-tied
+    $REFPYTHON scripts/make_model_fixtures.py          # REFPYTHON: a Python with torch + transformers
+    $REFPYTHON scripts/make_model_fixtures.py --out DIR --only gqa7-hd64-tied
 
 For each model in MODELS this writes `tests/fixtures/models/<name>/`:
 

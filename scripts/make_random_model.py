@@ -10,8 +10,8 @@ tests/data/qwen2.5-0.5b-instruct, the published hub files), and a model.safetens
 output head) in bfloat16, written by `microqwen.safetensors.write` (atomic: renamed into place).
 
 The weights are normal, with each kind of tensor at the mean and standard deviation of the trained
-model's, measured on Qwen2.5-Coder-0.5B-Instruct (same architecture; /work/shared/tools/real-model)
-and rounded (`KINDS`). For the biases that is a robust std (1.4826 x the median absolute deviation):
+model's, measured on Qwen2.5-Coder-0.5B-Instruct (same architecture; its Q4_K_M GGUF dequantised to
+bf16) and rounded (`KINDS`). For the biases that is a robust std (1.4826 x the median absolute deviation):
 their plain std is dominated by a few huge entries (a k_proj.bias value reaches 211). So the
 residual stream, attention and the tied head see realistic scales, and a forward pass gives finite,
 spread logits.

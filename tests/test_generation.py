@@ -9,6 +9,7 @@ from typing import Sequence
 
 import pytest
 
+from microqwen.errors import UsageError
 from microqwen.generation import Conversation, StopStrings, Timings, generate
 from microqwen.model import load
 from microqwen.sampling import Sampler, SamplingParams
@@ -147,7 +148,8 @@ def test_generate_stops_at_eos_and_counts_tokens(chat_model: pathlib.Path) -> No
         model.eos_token_ids = (free[2],)
         stopped = [t.id for t in generate(model, prompt, 6, GREEDY, timings=timings)]
     assert len(free) == 6 and stopped == free[: free.index(free[2])]
-    assert timings.prompt_tokens == 2 and timings.generated_tokens == len(stopped)
+    assert timings.generated_tokens == len(stopped)
+    assert (timings.restored_tokens, timings.prompt_tokens) == (1, 1)  # the first run saved the prompt's cache
 
 
 def test_conversation_reuses_the_cache_and_survives_an_interrupted_answer(chat_model: pathlib.Path) -> None:
@@ -194,3 +196,32 @@ def test_the_penalty_counts_the_whole_conversation_also_the_cached_part(chat_mod
         list(chat.ask("More"))
         rendered = tokenizer.encode(tokenizer.apply_chat_template(chat.messages[:-1]))
         assert len(chat.cached) > 0 and sampler.seen[0] == rendered
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_lookup_decoding_gives_exactly_the_greedy_tokens(workers: int) -> None:
+    """Prompt lookup drafts from earlier text; whatever it drafts, the tokens are greedy decoding's."""
+    fixture = model_dirs()[1]
+    prompt = token_ids(load_reference(fixture / "reference.safetensors"))
+    prompt = prompt + prompt  # text that repeats: drafts to find
+    with load(str(fixture), workers=workers, prompt_cache=False) as model:
+        model.eos_token_ids = ()
+        plain = [t.id for t in generate(model, prompt, 40, GREEDY)]
+        for n in (1, 4, 16):
+            model.reset()
+            timings = Timings()
+            assert [t.id for t in generate(model, prompt, 40, GREEDY, timings=timings, lookup=n)] == plain, n
+            assert timings.drafted_tokens > 0 and timings.generated_tokens == 40
+            assert model.pos == len(prompt) + 40 - 1  # as one by one: the last token is not run
+        model.reset()
+        first = [t.id for t in generate(model, prompt, 10, GREEDY, lookup=4, stop=())]
+        assert first == plain[:10]
+
+
+def test_lookup_needs_greedy_decoding_and_no_hook(chat_model: pathlib.Path) -> None:
+    with load(str(chat_model)) as model:
+        sampling = Sampler(SamplingParams(temperature=0.7))
+        with pytest.raises(UsageError, match="it needs --temp 0"):
+            list(generate(model, [72, 105], 4, sampling, lookup=3))
+        with pytest.raises(UsageError, match="lookup decoding goes without a hook"):
+            list(generate(model, [72, 105], 4, GREEDY, lookup=3, hook=lambda *args: None))

@@ -106,7 +106,7 @@ def test_float32_arrays_work_like_lists(full_vector: list[float]) -> None:
 
 
 def test_the_instruct_defaults_are_the_published_ones() -> None:
-    """SPEC.md section 7: do_sample true, temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.1."""
+    """The published defaults (docs/reference/qwen2.5-0.5b.md): temperature 0.7, top_p 0.8, top_k 20, penalty 1.1."""
     p = SamplingParams.from_generation_config(INSTRUCT)
     assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty) == (0.7, 0.8, 20, 1.1)
     assert p.min_p == 0.0 and p.seed is None and not p.greedy

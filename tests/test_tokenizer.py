@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import pathlib
 import unicodedata
+from typing import Iterable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microqwen.errors import FormatError, UsageError
-from microqwen.tokenizer import BYTES_TO_UNICODE, AddedToken, Tokenizer, format_trace, from_byte_level, to_byte_level
+from microqwen.pretokenize import pretokenize
+from microqwen.tokenizer import (
+    BYTES_TO_UNICODE, AddedToken, Tokenizer, format_trace, from_byte_level, plain_bpe, to_byte_level,
+)  # fmt: skip
 
 from . import qwen_vocab, tokenizer_fixtures
 
-# SPEC.md section 5: published encodings.
+# Published encodings, see docs/reference/qwen2.5-0.5b.md.
 PUBLISHED = {
     "Hello world": [9707, 1879],
     " Hello world": [21927, 1879],
@@ -151,6 +155,57 @@ def test_trace_shows_every_step(qwen: Tokenizer) -> None:
 def test_traced_ids_match_on_hard_strings(qwen: Tokenizer) -> None:
     cases = tokenizer_fixtures.hard_strings()
     assert [case["text"] for case in cases if qwen.encode_traced(case["text"]).ids != case["ids"]] == []
+
+
+def bpe_words(tokenizer: Tokenizer, texts: Iterable[str]) -> set[str]:
+    """The distinct byte-level words that `encode` hands to BPE for `texts` (after steps 1-4)."""
+    words: set[str] = set()
+    for text in texts:
+        for piece, added_id in tokenizer.split_added_tokens(text):
+            if added_id is None:
+                words.update(to_byte_level(word) for word in pretokenize(unicodedata.normalize("NFC", piece)))
+    return words
+
+
+def test_the_heap_bpe_equals_the_plain_one_on_the_hard_strings_and_the_corpus(qwen: Tokenizer) -> None:
+    texts = [case["text"] for case in tokenizer_fixtures.hard_strings()]
+    words = bpe_words(qwen, texts + [doc["text"] for doc in tokenizer_fixtures.corpus_documents()])
+    assert len(words) > 30_000 and max(map(len, words)) >= 1000  # a 1,000-byte run is one word
+    assert [word for word in sorted(words) if qwen.bpe(word) != plain_bpe(word, qwen.bpe_ranks)] == []
+
+
+@pytest.mark.parametrize("name", list(qwen_vocab.SMALL_TOKENIZERS))
+def test_the_plain_bpe_gives_hugging_faces_ids_on_the_small_vocabularies(tmp_path: pathlib.Path, name: str) -> None:
+    """Merges out of order and two merges that make one token: the reference, too, merges as Hugging Face does."""
+    tokenizer = Tokenizer.from_dir(str(qwen_vocab.write_small_tokenizer(tmp_path, name)))
+    for case in tokenizer_fixtures.load("small.json")[name]:
+        words = pretokenize(case["text"])
+        ids = [tokenizer.vocab[token] for word in words for token in plain_bpe(to_byte_level(word), tokenizer.bpe_ranks)]
+        assert ids == case["ids"], case["text"]
+
+
+@st.composite
+def merges_and_words(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[str]]:
+    """Merges over 'a', 'b', 'c' and the tokens they make, in any order (repeats too), and words to merge."""
+    tokens, merges = ["a", "b", "c"], []
+    for _ in range(draw(st.integers(0, 14))):
+        left, right = draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens))
+        merges.append((left, right))
+        if left + right not in tokens:
+            tokens.append(left + right)
+    return draw(st.permutations(merges)), draw(st.lists(st.text("abc", max_size=24), min_size=1, max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(merges_and_words())
+def test_the_heap_bpe_equals_the_plain_one_for_any_merges(example: tuple[list[tuple[str, str]], list[str]]) -> None:
+    merges, words = example
+    vocab = {char: byte for byte, char in enumerate(BYTES_TO_UNICODE)}
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    tokenizer = Tokenizer(vocab, merges)
+    for word in words:
+        assert tokenizer.bpe(word) == plain_bpe(word, tokenizer.bpe_ranks), word
 
 
 def test_the_byte_table_is_gpt2s() -> None:

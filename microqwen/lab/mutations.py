@@ -269,6 +269,7 @@ def plant(name: str, model: Qwen2ForCausalLM) -> None:
     """Plant mutation `name` in a loaded model (after `engine_parts` gave it its weights and kernel)."""
     mutation = find(name)
     model.mutation = name
+    model.in_blocks = False  # the workers' attention and MLP halves know nothing of the bug: the plain path
     if mutation.plant is not None:
         mutation.plant(model)
 
