@@ -11,10 +11,10 @@ The page at `/` of `microqwen serve` (`microqwen/static/`) asks the server for t
   sampler's temperature, top-k, top-p and min-p (`microqwen.sampling.Sampler.distribution`);
 - `ablate_head(model, ids, layer, head)`: the next-token distribution with one head's output
   zeroed (its slice of `layers.{layer}.self_attn.attn_output`) at every position, against the
-  plain one, and the KL divergence between them;
-- `patch_residual(model, clean, corrupt)`: activation patching: the clean prompt's residual
-  stream `layers.{i}` at one position put into the corrupted prompt's run, for every layer and
-  position, and how much of the clean answer that restores.
+  plain one, and the KL divergence between them (the lab's ablation hook, `microqwen.lab.ablation`);
+- `patch_residual(model, clean, corrupt)`: activation patching (`microqwen.lab.patching`): the
+  clean prompt's residual stream at one position put into the corrupted prompt's run, for every
+  layer and position, and how much of the clean answer that restores.
 
 `SOURCES` says, for each kind of value the page shows, where it comes from: the trace point, its
 shape, the function and line that computed it (found with `inspect`), and the docs pages.
@@ -34,7 +34,9 @@ from typing import Any, Callable, Sequence
 from . import model as model_module, sampling, trace
 from .errors import UsageError
 from .promptcache import common_prefix
-from .model import Qwen2ForCausalLM, log_softmax, softmax
+from .distribution import kl_divergence, log_softmax
+from .lab import ablation, patching
+from .model import Qwen2ForCausalLM, softmax
 from .sampling import Sampler, SamplingParams
 from .trace import Candidate, Recorder, token_pieces
 
@@ -209,25 +211,6 @@ def _params_json(params: SamplingParams) -> dict[str, Any]:
 # ------------------------------------------------------------------ experiments
 
 
-def head_ablation_hook(layer: int, head: int, head_dim: int) -> model_module.Hook:
-    """A hook that zeroes head `head`'s slice of `layers.{layer}.self_attn.attn_output` at every position."""
-    name = f"layers.{layer}.self_attn.attn_output"
-    first, last = head * head_dim, (head + 1) * head_dim
-
-    def hook(point: str, pos: int, values: Sequence[float], shape: tuple[int, ...]) -> list[float] | None:
-        if point != name:
-            return None
-        return list(values[:first]) + [0.0] * (last - first) + list(values[last:])
-
-    return hook
-
-
-def kl_divergence(log_p: Sequence[float], log_q: Sequence[float]) -> float:
-    """KL(p || q) = sum_i p_i (log p_i - log q_i), in nats: how far q has moved from p (from log-probabilities,
-    so that a probability too small for a float still counts)."""
-    return math.fsum(math.exp(lp) * (lp - lq) for lp, lq in zip(log_p, log_q))
-
-
 def ablate_head(model: Qwen2ForCausalLM, ids: Sequence[int], layer: int, head: int) -> dict[str, Any]:
     """The next-token distribution after `ids` with head (layer, head) zeroed, against the plain one.
 
@@ -235,14 +218,14 @@ def ablate_head(model: Qwen2ForCausalLM, ids: Sequence[int], layer: int, head: i
     values from `layer` on); the cache holds the ablated run afterwards.
     """
     config = model.config
-    if not 0 <= layer < config.num_hidden_layers:
+    if not 0 <= layer < config.num_hidden_layers:  # the request's fields, by name
         raise UsageError(f"layer must be in 0..{config.num_hidden_layers - 1}, got {layer}")
     if not 0 <= head < config.num_attention_heads:
         raise UsageError(f"head must be in 0..{config.num_attention_heads - 1}, got {head}")
-    model.reset()
+    hook = ablation.ablation_hook(model, ids, [f"layers.{layer}.self_attn.head.{head}"])  # empties the cache
     before = model.prefill(ids)
     model.reset()
-    after = model.prefill(ids, head_ablation_hook(layer, head, config.head_dim))
+    after = model.prefill(ids, hook)
     p, q = softmax(before), softmax(after)
     shown = {c.id for c in trace.top_tokens(before, TOP_K // 2) + trace.top_tokens(after, TOP_K // 2)}
     return {
@@ -257,52 +240,21 @@ def ablate_head(model: Qwen2ForCausalLM, ids: Sequence[int], layer: int, head: i
 
 def patch_residual(model: Qwen2ForCausalLM, clean: Sequence[int], corrupt: Sequence[int],
                    alive: Alive = lambda: True) -> dict[str, Any]:  # fmt: skip
-    """Activation patching of the residual stream: restore the clean run one (layer, position) at a time.
+    """Activation patching of the residual stream (`microqwen.lab.patching.patch_residual`), as JSON.
 
-    Metric: the logit difference LD = logit[clean answer] - logit[corrupt answer] at the last position,
-    normalised so that 0 is the corrupted run and 1 the clean run:
-    `effect[l][p] = (LD(corrupt, with clean layers.l at p) - LD(corrupt)) / (LD(clean) - LD(corrupt))`.
-
-    Before the first position where the prompts differ, both runs are the same, so patching there
-    changes nothing: those cells are 0 without a run. The others go from last to first, so that each
-    patched run reuses the corrupted run's cache up to the patched position (a patch at p changes
-    nothing before p): L x (T - d)(T - d + 1)/2 token passes, d the first differing position.
+    `effect[r][p]` is the clean answer restored (1) or not (0) by the clean stream `rows[r]`
+    (`embed_tokens`, then `layers.{i}`) at position p; `alive()` is asked after every cell, and a
+    client that has gone stops the work (`Stopped`).
     """
-    if len(clean) != len(corrupt):
-        raise UsageError(f"patching needs prompts of the same length: the clean one has {len(clean)} tokens, "
-                         f"the corrupted one {len(corrupt)}")  # fmt: skip
-    layers = model.config.num_hidden_layers
-    names = {f"layers.{i}" for i in range(layers)}
-    recorder = Recorder(names.__contains__)
-    model.reset()
-    clean_logits = model.prefill(clean, recorder)
-    model.reset()
-    corrupt_logits = model.prefill(corrupt)
-    good, bad = sampling.argmax(clean_logits), sampling.argmax(corrupt_logits)
-    if good == bad:
-        raise UsageError(f"both prompts predict token {good} next: patching has no difference to restore")
 
-    def difference(logits: Sequence[float]) -> float:
-        return logits[good] - logits[bad]
+    def check(done: int, total: int) -> None:
+        if not alive():
+            raise Stopped()
 
-    ld_clean, ld_corrupt = difference(clean_logits), difference(corrupt_logits)
-    effect = [[0.0] * len(clean) for _ in range(layers)]
-    first = next(pos for pos, (c, d) in enumerate(zip(clean, corrupt)) if c != d)  # they differ: the answers do
-    for pos in reversed(range(first, len(clean))):
-        for layer in range(layers):
-            if not alive():
-                raise Stopped()
-            clean_value = list(recorder.points[pos][f"layers.{layer}"].values)
-            target = f"layers.{layer}"
-
-            def patch(name: str, at: int, values: Sequence[float], shape: tuple[int, ...]) -> list[float] | None:
-                return clean_value if name == target and at == pos else None
-
-            model.truncate(pos)
-            patched = model.prefill(corrupt[pos:], patch)
-            effect[layer][pos] = (difference(patched) - ld_corrupt) / (ld_clean - ld_corrupt)
-    return {"clean_answer": good, "corrupt_answer": bad, "ld_clean": ld_clean, "ld_corrupt": ld_corrupt,
-            "effect": effect}  # fmt: skip
+    result = patching.patch_residual(model, clean, corrupt, progress=check)
+    return {"clean_answer": result.answers.a, "corrupt_answer": result.answers.b,
+            "ld_clean": result.clean_logit_diff, "ld_corrupt": result.corrupted_logit_diff,
+            "rows": result.rows, "effect": result.restored}  # fmt: skip
 
 
 # ------------------------------------------------------------------ where each value comes from
@@ -311,7 +263,8 @@ def patch_residual(model: Qwen2ForCausalLM, clean: Sequence[int], corrupt: Seque
 def source_line(function: Callable[..., Any], needle: str) -> dict[str, Any]:
     """The file (relative to the package) and line of the first line of `function` that contains `needle`."""
     lines, first = inspect.getsourcelines(function)
-    file = os.path.basename(inspect.getsourcefile(function) or "")
+    package = os.path.dirname(os.path.abspath(__file__))
+    file = os.path.relpath(inspect.getsourcefile(function) or "", package).replace(os.sep, "/")
     for offset, line in enumerate(lines):
         if needle in line:
             return {"file": file, "line": first + offset, "function": function.__qualname__,
@@ -347,9 +300,9 @@ def sources() -> dict[str, dict[str, Any]]:
                                 "api/sampling.html#microqwen.sampling.Sampler.distribution",
                                 "repetition penalty, temperature, top-k, top-p, min-p, then renormalised"),
         "ablation": _source("layers.{layer}.self_attn.attn_output", "[heads * head_dim]",
-                            source_line(head_ablation_hook, "[0.0] *"), "explorer.html#ablate-a-head",
+                            source_line(ablation._Experiment.hook, "[0.0] * width"), "explorer.html#ablate-a-head",
                             "api/explorer.html#microqwen.explorer.ablate_head", "one head's slice of o_proj's input set to 0"),
-        "patching": _source("layers.{layer}", "[hidden]", source_line(patch_residual, "effect[layer][pos] ="),
+        "patching": _source("layers.{layer}", "[hidden]", source_line(patching._Patcher.restored, "return (self.difference(logits)"),
                             "explorer.html#activation-patching", "api/explorer.html#microqwen.explorer.patch_residual",
                             "(LD patched - LD corrupt) / (LD clean - LD corrupt), LD a logit difference"),
     }

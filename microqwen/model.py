@@ -123,22 +123,6 @@ def softmax(scores: Vector, temperature: float = 1.0) -> list[float]:
     return [e / total for e in exps]
 
 
-def log_softmax(scores: Vector) -> list[float]:
-    """log p_t = s_t - (max s + log sum_u e^(s_u - max s)): the log of `softmax`, with no log(0) for a tiny p.
-
-    The server's logprobs (`microqwen.openai_api`) are these, at temperature 1 with nothing filtered.
-
-    ```python
-    >>> [round(x, 4) for x in log_softmax([1.0, 2.0, 0.0])]
-    [-1.4076, -0.4076, -2.4076]
-
-    ```
-    """
-    top = max(scores)
-    log_total = top + math.log(math.fsum(math.exp(s - top) for s in scores))
-    return [s - log_total for s in scores]
-
-
 def add(a: Vector, b: Vector) -> list[float]:
     """Elementwise a + b (the residual connections)."""
     return [x + y for x, y in zip(a, b)]

@@ -37,7 +37,8 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ContextError, MicroQwenError, UsageError
 from .jsonparse import JSON
-from .model import check_context, log_softmax
+from .distribution import log_softmax
+from .model import check_context
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 

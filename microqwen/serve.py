@@ -106,6 +106,15 @@ class ClientGone(Exception):
     """The client closed its connection before the answer was complete."""
 
 
+def package_modules() -> list[str]:
+    """The package's modules by their path in it, with `/` (`model.py`, `lab/ablation.py`)."""
+    found = []
+    for folder, _, files in os.walk(PACKAGE):
+        inside = os.path.relpath(folder, PACKAGE)
+        found += [name if inside == "." else f"{inside}/{name}" for name in files if name.endswith(".py")]
+    return sorted(found)
+
+
 def peer_closed(connection: socket.socket) -> bool:
     """True once the other end has closed the connection: the socket reads as ended (or is broken)."""
     try:
@@ -261,7 +270,7 @@ class App:
         self.created = int(time.time())
         self.log = log or (lambda line: print(f"microqwen serve: {line}", file=sys.stderr, flush=True))
         self.static = {name: os.path.join(STATIC, name) for name in os.listdir(STATIC)}
-        self.sources = {name: os.path.join(PACKAGE, name) for name in os.listdir(PACKAGE) if name.endswith(".py")}
+        self.sources = {name: os.path.join(PACKAGE, name) for name in package_modules()}
 
     def info(self) -> dict[str, Any]:
         """What the explorer page needs first: the model's name and shape, where the docs are."""
@@ -443,7 +452,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return (lambda _: self.explore(rest)), ("POST",)
         if prefix == "/static":
             return self.static, ("GET",)
-        if prefix == "/source":
+        if path.startswith("/source/"):  # a module, or a module of a subpackage (lab/ablation.py)
             return self.source, ("GET",)
         raise RequestError(404, f"there is nothing at {path}")
 
@@ -522,8 +531,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._file(self.app.static[name])
 
     def source(self, path: str) -> None:
-        """GET /source/NAME.py: a module of the package, as text."""
-        name = urllib.parse.unquote(path.rpartition("/")[2])
+        """GET /source/NAME.py (or /source/lab/NAME.py): a module of the package, as text."""
+        name = urllib.parse.unquote(path[len("/source/") :])
         if name not in self.app.sources:
             raise RequestError(404, f"there is no module {name!r} in microqwen")
         self._file(self.app.sources[name], content_type="text/plain; charset=utf-8")

@@ -140,10 +140,13 @@ def test_patching_restores_what_it_should(fixture: tuple[Qwen2ForCausalLM, Refer
         if replacement != clean[differs] and argmax(model.prefill(corrupt)) != clean_choice:
             break
     answer = explorer.patch_residual(model, clean, corrupt)
-    effect, last = answer["effect"], model.config.num_hidden_layers - 1
+    layers = model.config.num_hidden_layers
+    assert answer["rows"] == ["embed_tokens"] + [f"layers.{i}" for i in range(layers)]
+    effect = dict(zip(answer["rows"], answer["effect"]))
+    last = f"layers.{layers - 1}"
     assert effect[last][-1] == pytest.approx(1.0, abs=1e-9)
-    for layer in range(last + 1):
-        assert effect[layer][:differs] == pytest.approx([0.0] * differs, abs=1e-9)
+    for row in effect.values():
+        assert row[:differs] == pytest.approx([0.0] * differs, abs=1e-9)
     assert effect[last][:-1] == pytest.approx([0.0] * (len(clean) - 1), abs=1e-9)
     layer, pos = 0, differs
     recorder = microqwen.trace.Recorder(lambda name: name == f"layers.{layer}")
@@ -154,7 +157,7 @@ def test_patching_restores_what_it_should(fixture: tuple[Qwen2ForCausalLM, Refer
     patched = model.prefill(corrupt, lambda name, at, v, shape: value if (name, at) == (f"layers.{layer}", pos) else None)
     good, bad = answer["clean_answer"], answer["corrupt_answer"]
     restored = (patched[good] - patched[bad] - answer["ld_corrupt"]) / (answer["ld_clean"] - answer["ld_corrupt"])
-    assert effect[layer][pos] == pytest.approx(restored, abs=1e-9)
+    assert effect[f"layers.{layer}"][pos] == pytest.approx(restored, abs=1e-9)
 
 
 def slugs(page: pathlib.Path) -> set[str]:
@@ -172,7 +175,7 @@ def test_every_value_names_a_real_line_and_docs_page() -> None:
     for kind, source in explorer.sources().items():
         where = source["source"]
         module = importlib.import_module(where["module"])
-        assert where["file"] == pathlib.Path(module.__file__ or "").name
+        assert package / where["file"] == pathlib.Path(module.__file__ or "")
         assert 1 <= where["line"] <= len((package / where["file"]).read_text().splitlines()), kind
         page, _, anchor = source["docs"].partition("#")
         assert page.endswith(".html"), page  # the offline plugin builds pages as .html files

@@ -108,7 +108,7 @@ def test_patching_draws_a_layers_by_positions_heatmap(browser: Browser, server: 
     browser.wait_for("document.body.dataset.ready === 'true'")
     browser.click(browser.find("#patch"))
     browser.wait_for(IDLE)
-    assert len(browser.find_all("#patching rect.cell")) == 2 * 4
+    assert len(browser.find_all("#patching rect.cell")) == (1 + 2) * 4  # embed_tokens and 2 layers x 4 positions
 
 
 def test_a_bad_request_shows_its_message(browser: Browser, server: ServerProcess) -> None:
@@ -116,4 +116,4 @@ def test_a_bad_request_shows_its_message(browser: Browser, server: ServerProcess
     browser.wait_for("document.body.dataset.ready === 'true'")
     browser.click(browser.find("#patch"))
     browser.wait_for("document.getElementById('status').className === 'error'")
-    assert "the clean one has 3 tokens, the corrupted one 4" in browser.text(browser.find("#status"))
+    assert "the clean prompt has 3 tokens, the corrupted one 4" in browser.text(browser.find("#status"))

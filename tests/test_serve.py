@@ -193,8 +193,9 @@ def test_static_files_are_the_packages_own(server: ServerProcess) -> None:
     assert headers["content-type"].startswith("text/html") and "default-src 'self'" in headers["content-security-policy"]
     for name in ("explorer.js", "explorer.css"):
         assert server.request("GET", "/static/" + name)[2] == (static / name).read_bytes()
-    source = server.request("GET", "/source/model.py")
-    assert source[0] == 200 and source[2] == (static.parent / "model.py").read_bytes()
+    for module in ("model.py", "lab/ablation.py"):
+        source = server.request("GET", "/source/" + module)
+        assert source[0] == 200 and source[2] == (static.parent / module).read_bytes()
 
 
 # ------------------------------------------------------------------ refusals
@@ -276,7 +277,7 @@ BAD_RUNS = [  # checked when the model runs them: still a 400, and the message n
     ("/explorer/lens", {"prompt": "Hi", "pos": 5}, "pos must be a position of the prompt, 0..1"),
     ("/explorer/ablate", {"prompt": "Hi", "layer": 2, "head": 0}, "layer must be in 0..1, got 2"),
     ("/explorer/ablate", {"prompt": "Hi", "layer": 0, "head": 4}, "head must be in 0..3, got 4"),
-    ("/explorer/patch", {"clean": "Hi", "corrupt": "Hi!"}, "the clean one has 2 tokens, the corrupted one 3"),
+    ("/explorer/patch", {"clean": "Hi", "corrupt": "Hi!"}, "the clean prompt has 2 tokens, the corrupted one 3"),
 ]
 
 

@@ -402,15 +402,17 @@ function drawPatching(a) {
       .textContent = (p + ' ' + label).slice(0, 18);
   });
   a.effect.forEach((row, l) => {
-    svg('text', box, {x: left - 6, y: top + (l + 0.5) * rowH + 4, 'text-anchor': 'end'}).textContent = 'layer ' + l;
+    const name = a.rows[l], layer = name === 'embed_tokens' ? 'embed' : Number(name.split('.')[1]);
+    const label = layer === 'embed' ? 'embed' : 'layer ' + layer;
+    svg('text', box, {x: left - 6, y: top + (l + 0.5) * rowH + 4, 'text-anchor': 'end'}).textContent = label;
     row.forEach((v, p) => {
       const strength = Math.min(1, Math.abs(v));
       const fill = v >= 0 ? 'rgba(74,111,209,' + strength.toFixed(3) + ')' : 'rgba(209,60,60,' + strength.toFixed(3) + ')';
       const r = svg('rect', box, {x: left + p * cell, y: top + l * rowH, width: cell - 1, height: rowH - 1, fill,
                                   stroke: '#eee', class: 'cell value'});
-      svg('title', r, {}).textContent = 'layer ' + l + ', position ' + p + ': ' + v.toFixed(3);
-      r.onclick = () => explain('patching', 'Patching layer ' + l + ' at position ' + p,
-        {value: v.toFixed(4) + ' (0 = the corrupted run, 1 = the clean run)', layer: l, pos: p});
+      svg('title', r, {}).textContent = name + ', position ' + p + ': ' + v.toFixed(3);
+      r.onclick = () => explain('patching', 'Patching ' + name + ' at position ' + p,
+        {value: v.toFixed(4) + ' (0 = the corrupted run, 1 = the clean run)', point: name, pos: p});
     });
   });
   $('patch-note').textContent = 'metric: logit(' + JSON.stringify(a.clean_answer_text) + ') \u2212 logit(' +
