@@ -141,6 +141,12 @@ MODELS = [
                     num_key_value_heads=4, rope_theta=1e4, tie_word_embeddings=True),
         prompt_length=17, weight_seed=3, prompt_seed=103,
     ),
+    FixtureModel(
+        name="mqa-hd32-untied",  # multi-query attention: 2 heads share 1 kv head, head_dim 32 explicit, own lm_head
+        config=dict(COMMON, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=32, rope_theta=1e6, tie_word_embeddings=False),
+        prompt_length=16, weight_seed=4, prompt_seed=105, scales=Scales(final_norm_mean=1.0),
+    ),
 ]  # fmt: skip
 
 
@@ -490,8 +496,8 @@ def _tiled_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 # The lab's references: interventions made with PyTorch hooks (microqwen.lab must agree with them)
 
-LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied")
-"""The fixtures that carry the lab's references: one with GQA (n_rep 7, tied), one untied."""
+LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied", "mqa-hd32-untied")
+"""The fixtures that carry the lab's references: GQA (n_rep 7, tied), untied, and multi-query (one kv head)."""
 
 MEAN_HEAD = (1, 1)  # layer, head: mean-ablated
 ZERO_ATTENTION = 0  # layer whose whole attention output is zeroed

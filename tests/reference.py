@@ -116,7 +116,7 @@ def rows(shape: tuple[int, ...], values: Values) -> list[Values]:
     return [values[i : i + width] for i in range(0, len(values), width)]
 
 
-LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied")
+LAB_MODELS = ("gqa7-hd64-tied", "gqa2-hd64-untied", "mqa-hd32-untied")
 """The fixtures with the lab's references (scripts/make_model_fixtures.py `lab_references`)."""
 
 NO_MASK_TOKENS = 8

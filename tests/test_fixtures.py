@@ -172,6 +172,6 @@ def test_reference_is_consistent_and_planted_bugs_show(case: Case) -> None:
     assert float(metadata["check_rope_vs_attn_max_abs_diff"]) < 1e-5  # rope_q/rope_k are what attention used
     assert float(metadata["check_cache_vs_full_max_abs_diff"]) < 1e-4  # KV-cache greedy == batched pass
     bugs = ["rope_theta_swapped", "rope_interleaved", "no_causal_mask"]
-    bugs += ["kv_heads_tiled"] if config.n_rep > 1 else []  # with n_rep 1 every mapping is the same
+    bugs += ["kv_heads_tiled"] if config.num_key_value_heads not in (1, config.num_attention_heads) else []  # one kv head or n_rep 1: every mapping is the same
     effects = {name: float(metadata[f"bug_{name}_max_abs_logit_diff"]) for name in bugs}
     assert {name: effect > BUG_EFFECT_MIN for name, effect in effects.items()} == dict.fromkeys(bugs, True), effects
