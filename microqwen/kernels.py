@@ -145,8 +145,8 @@ class RowsMatrix(Matrix):
 
     def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
         """Row by row, every token: a row is fetched from memory once for all of them (the same calls)."""
-        if len(xs) == 1:
-            return [self.matvec(xs[0])]
+        if len(xs) == 1 or not self.row_values:  # (a process with no rows still answers every token)
+            return [self.matvec(x) for x in xs]
         dot_row = self.dot
         by_row = [[dot_row(row, x) for x in xs] for row in self.row_values]  # [rows, T]
         return [list(column) for column in zip(*by_row)]  # [T, rows]

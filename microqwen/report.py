@@ -86,7 +86,8 @@ def _attention_rows(positions: Sequence[Position], layer: int) -> list[list[list
 def render_html(data: dict[str, Any]) -> str:
     """The page: the data as JSON (every `<` escaped, so no text can close the script element), style, script."""
     title = html.escape(str(data.get("title", "microqwen trace")))
-    return PAGE.format(title=title, style=STYLE, data=_payload(data), script=HELPERS + SCRIPT)
+    return PAGE.format(title=title, style=STYLE, body=TRACE_BODY, data_id="trace-data", data=_payload(data),
+                       script=HELPERS + SCRIPT)  # fmt: skip
 
 
 def write_html(path: str, positions: Sequence[Position], pieces: Pieces, title: str) -> None:
@@ -117,7 +118,14 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <h1>{title}</h1>
-<p class="hint">Click a token (or a column of the logit lens) to select its position.</p>
+{body}<script type="application/json" id="{data_id}">{data}</script>
+<script>{script}</script>
+</body>
+</html>
+"""
+"""The frame of both reports: a title, the style, the body, the data as JSON and the script that draws it."""
+
+TRACE_BODY = """<p class="hint">Click a token (or a column of the logit lens) to select its position.</p>
 <section><h2>Tokens</h2><div id="tokens"></div></section>
 <section class="row">
   <div><h2>Next token at the selected position</h2><div id="top"></div></div>
@@ -131,11 +139,8 @@ PAGE = """<!DOCTYPE html>
   <label><input type="checkbox" id="sqrt" checked> sqrt colour scale (shows small weights)</label>
   <div class="row"><div id="heads"></div><div><canvas id="big"></canvas><div id="where" class="hint"></div></div></div>
 </section>
-<script type="application/json" id="trace-data">{data}</script>
-<script>{script}</script>
-</body>
-</html>
 """
+
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 16px 24px; color: #222; }
@@ -337,7 +342,8 @@ def text(title: str, hint: str, lines: Sequence[str]) -> dict[str, Any]:
 def render_lab_html(title: str, sections: Sequence[dict[str, Any]]) -> str:
     """The lab's page: the sections as JSON (every `<` escaped), and the script that draws them."""
     payload = _payload({"title": title, "sections": list(sections)})
-    return LAB_PAGE.format(title=html.escape(title), style=STYLE + LAB_STYLE, data=payload, script=HELPERS + LAB_SCRIPT)
+    return PAGE.format(title=html.escape(title), style=STYLE + LAB_STYLE, body=LAB_BODY, data_id="lab-data", data=payload,
+                       script=HELPERS + LAB_SCRIPT)  # fmt: skip
 
 
 def write_lab_html(path: str, title: str, sections: Sequence[dict[str, Any]]) -> None:
@@ -345,22 +351,9 @@ def write_lab_html(path: str, title: str, sections: Sequence[dict[str, Any]]) ->
     _write_page(path, render_lab_html(title, sections))
 
 
-LAB_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{style}</style>
-</head>
-<body>
-<h1>{title}</h1>
-<div id="sections"></div>
-<script type="application/json" id="lab-data">{data}</script>
-<script>{script}</script>
-</body>
-</html>
+LAB_BODY = """<div id="sections"></div>
 """
+
 
 LAB_STYLE = """
 table.heat td { width: 46px; text-align: right; color: #222; }

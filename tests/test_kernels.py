@@ -19,7 +19,7 @@ finite_bits = st.integers(0, 0xFFFF).filter(lambda b: (b & 0x7F80) != 0x7F80)  #
 
 @st.composite
 def matrices(draw: st.DrawFn) -> tuple[bytes, int, int, list[list[float]]]:
-    rows, cols = draw(st.integers(1, 11)), draw(st.integers(1, 13))
+    rows, cols = draw(st.integers(0, 11)), draw(st.integers(0, 13))  # 0: a process that owns no rows or columns
     bits = draw(st.lists(finite_bits, min_size=rows * cols, max_size=rows * cols))
     tokens = draw(st.integers(1, 9))
     xs = [draw(st.lists(st.floats(-4, 4), min_size=cols, max_size=cols)) for _ in range(tokens)]
