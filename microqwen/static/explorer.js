@@ -393,7 +393,7 @@ function drawPatching(a) {
   box.textContent = '';
   const T = a.clean.length, L = a.effect.length;
   const cell = Math.max(10, Math.min(40, Math.floor(520 / T))), rowH = Math.max(8, Math.min(18, Math.floor(420 / L)));
-  const left = 60, top = 110;
+  const left = 72, top = 110;
   box.setAttribute('width', left + T * cell + 10);
   box.setAttribute('height', top + L * rowH + 10);
   a.clean.forEach((t, p) => {
