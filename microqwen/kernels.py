@@ -27,14 +27,16 @@ import math
 import operator
 import platform
 from array import array
-from typing import Callable, Sequence, Type, Union
+from typing import Callable, Iterable, Sequence, Type, Union
 
+from . import quant
 from .bf16 import TABLE
+from .quant import CODE_VALUES
 
 Vector = Sequence[float]
 
 
-def _sum_of_products(a: Vector, b: Vector) -> float:
+def _sum_of_products(a: Iterable[float], b: Iterable[float]) -> float:
     """sum_i a[i] * b[i]: the fallback for `math.sumprod` (Python < 3.12)."""
     total: float = sum(map(operator.mul, a, b))
     return total
@@ -82,13 +84,11 @@ dots = _dots_plain if platform.python_implementation() == "PyPy" else _dots_by_d
 
 
 class Matrix:
-    """A weight matrix W [rows, cols], made from its bfloat16 bits (row-major)."""
+    """A weight matrix W [rows, cols], stored in the form its kernel computes with."""
 
     kernel = "abstract"
 
-    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
-        if len(bits) != rows * cols:
-            raise ValueError(f"{len(bits)} bfloat16 values do not fill a [{rows}, {cols}] matrix")
+    def __init__(self, rows: int, cols: int) -> None:
         self.rows = rows
         self.cols = cols
 
@@ -101,7 +101,16 @@ class Matrix:
         return [self.matvec(x) for x in xs]
 
 
-class NaiveMatrix(Matrix):
+class Bf16Matrix(Matrix):
+    """A matrix made from its bfloat16 bits (`array('H')`, row-major): the kernels of the ladder."""
+
+    def __init__(self, bits: array[int], rows: int, cols: int) -> None:
+        if len(bits) != rows * cols:
+            raise ValueError(f"{len(bits)} bfloat16 values do not fill a [{rows}, {cols}] matrix")
+        super().__init__(rows, cols)
+
+
+class NaiveMatrix(Bf16Matrix):
     """The reference kernel: two nested loops, each weight looked up in the bf16 table."""
 
     kernel = "naive"
@@ -123,7 +132,7 @@ class NaiveMatrix(Matrix):
         return y
 
 
-class RowsMatrix(Matrix):
+class RowsMatrix(Bf16Matrix):
     """CPython's kernel: each row a list of floats, multiplied by C code (`math.sumprod`).
 
     The floats are the 65,536 shared objects of `bf16.TABLE`, so a row costs 8 bytes a
@@ -222,7 +231,7 @@ class UnrolledMatrix(NaiveMatrix):
         return [y0, y1, y2, y3]
 
 
-class InterleavedMatrix(Matrix):
+class InterleavedMatrix(Bf16Matrix):
     """PyPy's kernel: 8 rows per pass, their weights stored interleaved so the pass reads memory in order.
 
     Rows 8b .. 8b+7 form block b, stored column by column: `W[8b, 0], W[8b+1, 0], ..., W[8b+7, 0],
@@ -309,12 +318,199 @@ class InterleavedMatrix(Matrix):
         return [ya, yb]
 
 
-KERNELS: dict[str, type[Matrix]] = {k.kernel: k for k in (NaiveMatrix, RowsMatrix, UnrolledMatrix, InterleavedMatrix)}
+KERNELS: dict[str, type[Bf16Matrix]] = {k.kernel: k for k in (NaiveMatrix, RowsMatrix, UnrolledMatrix, InterleavedMatrix)}
 
 
 def best_kernel() -> str:
     """The fastest kernel for this interpreter: `interleaved` on PyPy, `rows` on CPython."""
     return "interleaved" if platform.python_implementation() == "PyPy" else "rows"
+
+
+# ------------------------------------------------------------------ quantised and float weights (GGUF)
+
+
+class QuantMatrix(Matrix):
+    """The reference kernel for a block format: W kept as the file's blocks, each row unpacked as it is used.
+
+    A row of blocks is integers and scales (`microqwen.quant.Unpacked`): weight = scale * code - min,
+    one scale and minimum per group of 16 or 32 weights. So a row times x never needs its weights,
+
+        y[r] = sum over groups g: scale[g] * sum_{j in g} code[j] x[j]  -  min[g] * sum_{j in g} x[j]
+
+    an integer-weighted sum per group, then two multiplications (llama.cpp's way, without its 8-bit x).
+    Memory is the file's: Q5_0 keeps 22 bytes for 32 weights.
+    """
+
+    kernel = "naive"
+
+    def __init__(self, type_name: str, blocks: quant.Blocks, rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        self.type_name, self.blocks = type_name, blocks
+        self.row_bytes = quant.BY_NAME[type_name].row_bytes(cols)
+        if len(blocks) != rows * self.row_bytes:
+            raise ValueError(f"{len(blocks)} bytes are not {rows} rows of {cols} {type_name} weights")
+
+    def matvec(self, x: Vector) -> list[float]:
+        """Per row: unpack its blocks, then per group scale * (codes . x) - min * sum(x)."""
+        y = []
+        for r in range(self.rows):
+            row = quant.unpack(self.type_name, self.blocks[r * self.row_bytes : (r + 1) * self.row_bytes])
+            total = 0.0
+            for g, scale in enumerate(row.scales):
+                first = g * row.group
+                s = 0.0
+                for j in range(first, first + row.group):
+                    s += CODE_VALUES[row.codes[j]] * x[j]
+                total += scale * s
+                if row.mins is not None:
+                    total -= row.mins[g] * sum(x[first : first + row.group])
+            y.append(total)
+        return y
+
+
+class QuantRowsMatrix(Matrix):
+    """CPython's kernel for a block format: each group's integers a tuple of shared floats, one C call per group.
+
+    The codes become `quant.CODE_VALUES` floats (256 shared objects: 8 bytes a weight, one pointer),
+    in a tuple per group of 16 or 32; then `math.sumprod` does the group's integer-weighted sum in C,
+    and once more the row's scales times those sums:
+
+        y[r] = sumprod(scales_r, [sumprod(codes_r_g, x_g) for each group g]) - sumprod(mins_r, [sum(x_g) ...])
+    """
+
+    kernel = "rows"
+
+    def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        group, value = unpacked.group, CODE_VALUES.__getitem__
+        per_row, codes = cols // group, unpacked.codes
+        self.group = group
+        self.row_groups = [[tuple(map(value, codes[start : start + group])) for start in range(r * cols, (r + 1) * cols, group)]
+                           for r in range(rows)]  # fmt: skip
+        self.row_scales = [unpacked.scales[r * per_row : (r + 1) * per_row] for r in range(rows)]
+        mins = unpacked.mins
+        self.row_mins = None if mins is None else [mins[r * per_row : (r + 1) * per_row] for r in range(rows)]
+        self.dot: Callable[[Iterable[float], Iterable[float]], float] = getattr(math, "sumprod", _sum_of_products)
+
+    def matvec(self, x: Vector) -> list[float]:
+        """Per row two C calls over the groups: the scales times the groups' integer-weighted sums."""
+        dot, group = self.dot, self.group
+        pieces = [x[j : j + group] for j in range(0, self.cols, group)]  # x_g for every group
+        ys = [dot(scales, map(dot, groups, pieces)) for groups, scales in zip(self.row_groups, self.row_scales)]
+        if self.row_mins is None:
+            return ys
+        sums = [sum(piece) for piece in pieces]
+        return [y - dot(mins, sums) for y, mins in zip(ys, self.row_mins)]
+
+
+class QuantInterleavedMatrix(Matrix):
+    """PyPy's kernel for a block format: one byte per weight, 8 rows per pass, a scale per group of columns.
+
+    As in `InterleavedMatrix`, rows 8b .. 8b+7 are stored column by column (their code bytes), and their
+    scales and minimums group by group. A pass takes the 8 rows one group of 16 or 32 columns at a time:
+
+        s_k = sum_{j in g} CODE_VALUES[code[k, j]] x[j]             8 running sums
+        y_k = y_k + scale[k, g] * s_k - min[k, g] * sum_{j in g} x[j]
+
+    The code is looked up as a float in a 256-entry table rather than converted (PyPy's JIT makes
+    int-times-float slower than a table read). A last block of fewer than 8 rows is padded with zeros.
+    """
+
+    kernel = "interleaved"
+    BLOCK = 8
+
+    def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        group, block = unpacked.group, self.BLOCK
+        per_row = cols // group
+        self.group, self.padded_rows = group, -(-rows // block) * block
+        codes = bytearray([128]) * (self.padded_rows * cols)  # 128 is the code of 0
+        scales = array("d", bytes(8 * self.padded_rows * per_row))
+        mins = array("d", bytes(8 * self.padded_rows * per_row))
+        for r in range(rows):
+            b, k = divmod(r, block)
+            start, first = b * block * cols + k, b * block * per_row + k
+            codes[start : start + block * cols : block] = unpacked.codes[r * cols : (r + 1) * cols]
+            scales[first : first + block * per_row : block] = array("d", unpacked.scales[r * per_row : (r + 1) * per_row])
+            if unpacked.mins is not None:
+                mins[first : first + block * per_row : block] = array("d", unpacked.mins[r * per_row : (r + 1) * per_row])
+        self.codes, self.scales, self.mins = array("B", codes), scales, mins
+
+    def matvec(self, x: Vector) -> list[float]:
+        """y = W x, 8 rows per pass, a group of columns at a time."""
+        q, scales, mins, group = self.codes, self.scales, self.mins, self.group
+        pieces = [x[j : j + group] for j in range(0, self.cols, group)]
+        sums = [sum(piece) for piece in pieces]
+        y = [0.0] * self.padded_rows
+        i = k = 0
+        for r in range(0, self.padded_rows, 8):
+            y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = 0.0
+            for g in range(len(pieces)):
+                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+                for xj in pieces[g]:
+                    s0 += CODE_VALUES[q[i]] * xj
+                    s1 += CODE_VALUES[q[i + 1]] * xj
+                    s2 += CODE_VALUES[q[i + 2]] * xj
+                    s3 += CODE_VALUES[q[i + 3]] * xj
+                    s4 += CODE_VALUES[q[i + 4]] * xj
+                    s5 += CODE_VALUES[q[i + 5]] * xj
+                    s6 += CODE_VALUES[q[i + 6]] * xj
+                    s7 += CODE_VALUES[q[i + 7]] * xj
+                    i += 8
+                t = sums[g]
+                y0 += scales[k] * s0 - mins[k] * t
+                y1 += scales[k + 1] * s1 - mins[k + 1] * t
+                y2 += scales[k + 2] * s2 - mins[k + 2] * t
+                y3 += scales[k + 3] * s3 - mins[k + 3] * t
+                y4 += scales[k + 4] * s4 - mins[k + 4] * t
+                y5 += scales[k + 5] * s5 - mins[k + 5] * t
+                y6 += scales[k + 6] * s6 - mins[k + 6] * t
+                y7 += scales[k + 7] * s7 - mins[k + 7] * t
+                k += 8
+            y[r], y[r + 1], y[r + 2], y[r + 3], y[r + 4], y[r + 5], y[r + 6], y[r + 7] = y0, y1, y2, y3, y4, y5, y6, y7
+        return y if self.padded_rows == self.rows else y[: self.rows]
+
+
+QUANT_KERNELS: dict[str, Callable[[str, bytes, int, int], Matrix]] = {
+    "naive": QuantMatrix,
+    "rows": lambda type_name, blocks, rows, cols: QuantRowsMatrix(quant.unpack(type_name, blocks), rows, cols),
+    "unrolled": lambda type_name, blocks, rows, cols: QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols),
+    "interleaved": lambda type_name, blocks, rows, cols: QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols),
+}
+"""A block-format matrix for each kernel name: the reference for `naive`, CPython's or PyPy's form for the others."""
+
+
+class FloatMatrix(Matrix):
+    """F32 and F16 weights, which bfloat16 cannot hold exactly: each row a list of floats, `dots` for y."""
+
+    kernel = "float"
+
+    def __init__(self, values: Sequence[float], rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        self.row_values = [list(values[r * cols : (r + 1) * cols]) for r in range(rows)]
+
+    def matvec(self, x: Vector) -> list[float]:
+        """y[r] = row_r . x, with the interpreter's fastest dot product (`dots`)."""
+        return dots(x, self.row_values)
+
+
+class StackedMatrix(Matrix):
+    """Matrices of one width stacked by rows (q_proj, k_proj, v_proj of different types): y is their outputs in turn."""
+
+    kernel = "stacked"
+
+    def __init__(self, parts: Sequence[Matrix]) -> None:
+        super().__init__(sum(part.rows for part in parts), parts[0].cols)
+        self.parts = list(parts)
+
+    def matvec(self, x: Vector) -> list[float]:
+        """Each part's y, one after the other."""
+        return [y for part in self.parts for y in part.matvec(x)]
+
+    def matmat(self, xs: Sequence[Vector]) -> list[list[float]]:
+        """Each part's y for every token, joined token by token (each part reads its weights once for all)."""
+        outputs = [part.matmat(xs) for part in self.parts]  # [parts][T][part rows]
+        return [[y for ys in token for y in ys] for token in zip(*outputs)]
 
 
 Kernel = Union[str, Type[Matrix], None]
@@ -328,11 +524,16 @@ def kernel_name(kernel: Kernel) -> str:
     return kernel or best_kernel()
 
 
-def load_matrix(bits: array[int], rows: int, cols: int, kernel: Kernel = None) -> Matrix:
-    """W [rows, cols] from its bfloat16 bits (`array('H')`, row-major), in the form `kernel` wants.
+def load_matrix(data: array[int], rows: int, cols: int, kernel: Kernel = None, dtype: str = "BF16") -> Matrix:
+    """W [rows, cols] from its stored form, in the form `kernel` wants (default: the best for this interpreter).
 
-    The default kernel is the best for this interpreter; `naive` and `unrolled` keep `bits` as it is.
+    `dtype` BF16: `data` is the bfloat16 bits (`array('H')`, row-major); `naive` and `unrolled` keep it as
+    it is, and a `Matrix` class (a planted bug's) is given them as they are. A block format of
+    `microqwen.quant` (Q4_K, ...): `data` is the rows' blocks (`array('B')`), which `naive` keeps; a
+    `Matrix` class stands for its kernel name there. F32 and F16: the rows' bytes, widened to floats.
     """
-    if isinstance(kernel, type):
-        return kernel(bits, rows, cols)
-    return KERNELS[kernel or best_kernel()](bits, rows, cols)
+    if dtype == "BF16":
+        return kernel(data, rows, cols) if isinstance(kernel, type) else KERNELS[kernel_name(kernel)](data, rows, cols)
+    if dtype in quant.BLOCK_FORMATS:
+        return QUANT_KERNELS[kernel_name(kernel)](dtype, bytes(data), rows, cols)
+    return FloatMatrix(quant.dequantize(dtype, data), rows, cols)
