@@ -513,8 +513,8 @@ class StackedMatrix(Matrix):
         return [[y for ys in token for y in ys] for token in zip(*outputs)]
 
 
-Kernel = Union[str, Type[Matrix], None]
-"""A kernel by name (None: the best here), or a `Matrix` class (a planted bug's, `microqwen.lab.mutations`)."""
+Kernel = Union[str, Type[Bf16Matrix], None]
+"""A kernel by name (None: the best here), or a bfloat16 `Matrix` class (a planted bug's, `microqwen.lab.mutations`)."""
 
 
 def kernel_name(kernel: Kernel) -> str:
