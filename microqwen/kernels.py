@@ -23,6 +23,8 @@ All kernels are tested to agree with `naive`.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import math
 import operator
 import platform
@@ -31,7 +33,6 @@ from typing import Callable, Iterable, Sequence, Type, Union
 
 from . import quant
 from .bf16 import TABLE
-from .quant import CODE_VALUES
 
 Vector = Sequence[float]
 
@@ -329,16 +330,22 @@ def best_kernel() -> str:
 # ------------------------------------------------------------------ quantised and float weights (GGUF)
 
 
+CODE_VALUES = [float(code) for code in range(-4096, 4097)]
+"""Every integer a block format's code can be (a k-quant's s[g] * q reaches -4096..4096), as a float, at
+index code + 4096: the fast kernels' weights are these shared objects, looked up rather than converted."""
+
+
 class QuantMatrix(Matrix):
     """The reference kernel for a block format: W kept as the file's blocks, each row unpacked as it is used.
 
-    A row of blocks is integers and scales (`microqwen.quant.Unpacked`): weight = scale * code - min,
-    one scale and minimum per group of 16 or 32 weights. So a row times x never needs its weights,
+    A row of blocks is integers and scales (`microqwen.quant.Unpacked`): weight = scale * code - min, a
+    scale per block (32 or 256 weights; a k-quant's code is s[g] * q), a minimum per group (16 or 32).
+    So a row times x needs no weight,
 
-        y[r] = sum over groups g: scale[g] * sum_{j in g} code[j] x[j]  -  min[g] * sum_{j in g} x[j]
+        y[r] = sum over blocks b: scale[b] * sum_{j in b} code[j] x[j]  -  sum over groups g: min[g] * sum_{j in g} x[j]
 
-    an integer-weighted sum per group, then two multiplications (llama.cpp's way, without its 8-bit x).
-    Memory is the file's: Q5_0 keeps 22 bytes for 32 weights.
+    an integer-weighted sum per block and one multiplication (llama.cpp's way, without its 8-bit x), and
+    the minimums' part, a sum of x per group. Memory is the file's: Q5_0 keeps 22 bytes for 32 weights.
     """
 
     kernel = "naive"
@@ -351,69 +358,123 @@ class QuantMatrix(Matrix):
             raise ValueError(f"{len(blocks)} bytes are not {rows} rows of {cols} {type_name} weights")
 
     def matvec(self, x: Vector) -> list[float]:
-        """Per row: unpack its blocks, then per group scale * (codes . x) - min * sum(x)."""
+        """Per row: unpack its blocks, then per block scale * (codes . x), minus per group min * sum(x)."""
         y = []
         for r in range(self.rows):
             row = quant.unpack(self.type_name, self.blocks[r * self.row_bytes : (r + 1) * self.row_bytes])
+            codes = row.folded()
             total = 0.0
-            for g, scale in enumerate(row.scales):
-                first = g * row.group
+            for b, scale in enumerate(row.scales):
                 s = 0.0
-                for j in range(first, first + row.group):
-                    s += CODE_VALUES[row.codes[j]] * x[j]
+                for j in range(b * row.block, (b + 1) * row.block):
+                    s += codes[j] * x[j]
                 total += scale * s
-                if row.mins is not None:
-                    total -= row.mins[g] * sum(x[first : first + row.group])
+            for g, minimum in enumerate(row.mins or []):
+                total -= minimum * sum(x[g * row.group : (g + 1) * row.group])
             y.append(total)
         return y
 
 
 class QuantRowsMatrix(Matrix):
-    """CPython's kernel for a block format: each group's integers a tuple of shared floats, one C call per group.
+    """CPython's kernel for a 32-weight block format: each row's weights as floats the matrix shares, one `sumprod` a row.
 
-    The codes become `quant.CODE_VALUES` floats (256 shared objects: 8 bytes a weight, one pointer),
-    in a tuple per group of 16 or 32; then `math.sumprod` does the group's integer-weighted sum in C,
-    and once more the row's scales times those sums:
+    On CPython a weight in a list costs a pointer (8 bytes) whatever its type, so keeping the blocks saves
+    nothing there, and a C call per block of 32 (`scale_b * sumprod(codes_b, x_b)`, llama.cpp's form)
+    costs more than its 32 multiply-adds (1.7 times the bf16 kernel's time, measured). What the quantised
+    form does give is few distinct weights: a block's weights are scale * code - min for a few dozen
+    codes, and scales repeat, so a Q5_0 matrix of 4.4 million weights has about 40,000 distinct ones. Each
+    is made once, as one float object that every row holding it points at (as bf16 rows share
+    `bf16.TABLE`), the most used scales' first, so that the floats most rows read lie together in memory:
 
-        y[r] = sumprod(scales_r, [sumprod(codes_r_g, x_g) for each group g]) - sumprod(mins_r, [sum(x_g) ...])
+        y[r] = sumprod(row_r, x)        row_r[j] = scale[b] * code[r, j] - min[b], a shared float
     """
 
     kernel = "rows"
 
     def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
         super().__init__(rows, cols)
-        group, value = unpacked.group, CODE_VALUES.__getitem__
-        per_row, codes = cols // group, unpacked.codes
-        self.group = group
-        self.row_groups = [[tuple(map(value, codes[start : start + group])) for start in range(r * cols, (r + 1) * cols, group)]
-                           for r in range(rows)]  # fmt: skip
-        self.row_scales = [unpacked.scales[r * per_row : (r + 1) * per_row] for r in range(rows)]
+        codes, block = unpacked.codes, unpacked.block
+        low, high = (min(codes), max(codes)) if codes else (0, 0)
+        keys = list(zip(unpacked.scales, unpacked.mins or itertools.repeat(0.0)))  # a block's (scale, min)
+        values: dict[float, float] = {}
+        lists = {}  # (scale, min) -> the shared float of each code low..high
+        for (scale, minimum), _ in collections.Counter(keys).most_common():
+            lists[scale, minimum] = [_shared(values, scale * code - minimum) for code in range(low, high + 1)]
+        block_lists = list(map(lists.__getitem__, keys))
+        index = codes.tobytes().translate(bytes((byte - low) & 255 for byte in range(256)))  # its place in a list
+        per_row = cols // block
+        self.row_values = []
+        for r in range(rows):
+            each: list[list[float]] = []  # for each weight of the row, its block's list
+            for shared in block_lists[r * per_row : (r + 1) * per_row]:
+                each += [shared] * block
+            self.row_values.append(list(map(operator.getitem, each, index[r * cols : (r + 1) * cols])))
+        self.dot: Callable[[Vector, Vector], float] = getattr(math, "sumprod", _sum_of_products)
+
+    def matvec(self, x: Vector) -> list[float]:
+        """y[r] = row_r . x, one C call (`math.sumprod`) per row."""
+        dot_row = self.dot
+        return [dot_row(row, x) for row in self.row_values]
+
+
+_ZEROS = (0.0, -0.0)
+
+
+def _shared(values: dict[float, float], value: float) -> float:
+    """The one float object of `value` in `values` (0.0 and -0.0 are equal as keys: each has its own)."""
+    if value == 0.0:
+        return _ZEROS[math.copysign(1.0, value) < 0]
+    return values.setdefault(value, value)
+
+
+class QuantSuperBlocksMatrix(Matrix):
+    """CPython's kernel for a k-quant: per block of 256 its integers as a tuple of shared floats, one `sumprod` each.
+
+    A k-quant's weights have too many distinct values to share (its groups' scales and minimums vary), but
+    its codes s[g] * q are integers from `CODE_VALUES`, and one d scales 256 of them, so a C call per
+    block does 256 multiply-adds; the minimums are one more call per row:
+
+        y[r] = sumprod(d_r, [sumprod(codes_r_b, x_b) for each block b]) - sumprod(mins_r, [sum(x_g) for each group g])
+    """
+
+    kernel = "rows"
+
+    def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
+        super().__init__(rows, cols)
+        block, codes = unpacked.block, unpacked.folded()
+        value = CODE_VALUES.__getitem__
+        self.block, self.group = block, unpacked.group
+        self.row_blocks = [[tuple(map(value, map(operator.add, codes[start : start + block], itertools.repeat(4096))))
+                            for start in range(r * cols, (r + 1) * cols, block)] for r in range(rows)]  # fmt: skip
+        blocks, groups = cols // block, cols // unpacked.group
+        self.row_scales = [unpacked.scales[r * blocks : (r + 1) * blocks] for r in range(rows)]
         mins = unpacked.mins
-        self.row_mins = None if mins is None else [mins[r * per_row : (r + 1) * per_row] for r in range(rows)]
+        self.row_mins = None if mins is None else [mins[r * groups : (r + 1) * groups] for r in range(rows)]
         self.dot: Callable[[Iterable[float], Iterable[float]], float] = getattr(math, "sumprod", _sum_of_products)
 
     def matvec(self, x: Vector) -> list[float]:
-        """Per row two C calls over the groups: the scales times the groups' integer-weighted sums."""
-        dot, group = self.dot, self.group
-        pieces = [x[j : j + group] for j in range(0, self.cols, group)]  # x_g for every group
-        ys = [dot(scales, map(dot, groups, pieces)) for groups, scales in zip(self.row_groups, self.row_scales)]
+        """Per row one C call per block of 256, one for the block scales, one for the minimums."""
+        dot, block, group = self.dot, self.block, self.group
+        pieces = [x[j : j + block] for j in range(0, self.cols, block)]  # x_b for every block
+        ys = [dot(scales, map(dot, blocks, pieces)) for blocks, scales in zip(self.row_blocks, self.row_scales)]
         if self.row_mins is None:
             return ys
-        sums = [sum(piece) for piece in pieces]
+        sums = [sum(x[j : j + group]) for j in range(0, self.cols, group)]
         return [y - dot(mins, sums) for y, mins in zip(ys, self.row_mins)]
 
 
 class QuantInterleavedMatrix(Matrix):
-    """PyPy's kernel for a block format: one byte per weight, 8 rows per pass, a scale per group of columns.
+    """PyPy's kernel for a block format: one integer per weight, 8 rows per pass, a scale per block of columns.
 
-    As in `InterleavedMatrix`, rows 8b .. 8b+7 are stored column by column (their code bytes), and their
-    scales and minimums group by group. A pass takes the 8 rows one group of 16 or 32 columns at a time:
+    As in `InterleavedMatrix`, rows 8b .. 8b+7 are stored column by column (their codes, plus 4096, in an
+    `array('H')`), and their scales block by block. A pass takes the 8 rows a block of 32 or 256 columns
+    at a time, then subtracts the minimums, a group of columns at a time:
 
-        s_k = sum_{j in g} CODE_VALUES[code[k, j]] x[j]             8 running sums
-        y_k = y_k + scale[k, g] * s_k - min[k, g] * sum_{j in g} x[j]
+        s_k = sum_{j in b} CODE_VALUES[code[k, j] + 4096] x[j]     8 running sums
+        y_k = y_k + scale[k, b] * s_k                              then y_k = y_k - sum_g min[k, g] * sum_{j in g} x[j]
 
-    The code is looked up as a float in a 256-entry table rather than converted (PyPy's JIT makes
-    int-times-float slower than a table read). A last block of fewer than 8 rows is padded with zeros.
+    The code is looked up as a float rather than converted (PyPy's JIT makes int-times-float slower than
+    a table read). A last block of fewer than 8 rows is padded with zeros.
     """
 
     kernel = "interleaved"
@@ -421,33 +482,28 @@ class QuantInterleavedMatrix(Matrix):
 
     def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
         super().__init__(rows, cols)
-        group, block = unpacked.group, self.BLOCK
-        per_row = cols // group
-        self.group, self.padded_rows = group, -(-rows // block) * block
-        codes = bytearray([128]) * (self.padded_rows * cols)  # 128 is the code of 0
-        scales = array("d", bytes(8 * self.padded_rows * per_row))
-        mins = array("d", bytes(8 * self.padded_rows * per_row))
+        width = self.BLOCK
+        self.block, self.group, self.padded_rows = unpacked.block, unpacked.group, -(-rows // width) * width
+        codes = unpacked.folded()
+        self.codes = array("H", [4096]) * (self.padded_rows * cols)  # 4096 is the code of 0
         for r in range(rows):
-            b, k = divmod(r, block)
-            start, first = b * block * cols + k, b * block * per_row + k
-            codes[start : start + block * cols : block] = unpacked.codes[r * cols : (r + 1) * cols]
-            scales[first : first + block * per_row : block] = array("d", unpacked.scales[r * per_row : (r + 1) * per_row])
-            if unpacked.mins is not None:
-                mins[first : first + block * per_row : block] = array("d", unpacked.mins[r * per_row : (r + 1) * per_row])
-        self.codes, self.scales, self.mins = array("B", codes), scales, mins
+            b, k = divmod(r, width)
+            start = b * width * cols + k
+            self.codes[start : start + width * cols : width] = array("H", [c + 4096 for c in codes[r * cols : (r + 1) * cols]])
+        self.scales = _interleave(unpacked.scales, rows, cols // self.block, self.padded_rows)
+        self.mins = None if unpacked.mins is None else _interleave(unpacked.mins, rows, cols // self.group, self.padded_rows)
 
     def matvec(self, x: Vector) -> list[float]:
-        """y = W x, 8 rows per pass, a group of columns at a time."""
-        q, scales, mins, group = self.codes, self.scales, self.mins, self.group
-        pieces = [x[j : j + group] for j in range(0, self.cols, group)]
-        sums = [sum(piece) for piece in pieces]
+        """y = W x, 8 rows per pass, a block of columns at a time; then the minimums."""
+        q, scales, block = self.codes, self.scales, self.block
+        pieces = [x[j : j + block] for j in range(0, self.cols, block)]
         y = [0.0] * self.padded_rows
         i = k = 0
         for r in range(0, self.padded_rows, 8):
             y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = 0.0
-            for g in range(len(pieces)):
+            for piece in pieces:
                 s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-                for xj in pieces[g]:
+                for xj in piece:
                     s0 += CODE_VALUES[q[i]] * xj
                     s1 += CODE_VALUES[q[i + 1]] * xj
                     s2 += CODE_VALUES[q[i + 2]] * xj
@@ -457,26 +513,72 @@ class QuantInterleavedMatrix(Matrix):
                     s6 += CODE_VALUES[q[i + 6]] * xj
                     s7 += CODE_VALUES[q[i + 7]] * xj
                     i += 8
-                t = sums[g]
-                y0 += scales[k] * s0 - mins[k] * t
-                y1 += scales[k + 1] * s1 - mins[k + 1] * t
-                y2 += scales[k + 2] * s2 - mins[k + 2] * t
-                y3 += scales[k + 3] * s3 - mins[k + 3] * t
-                y4 += scales[k + 4] * s4 - mins[k + 4] * t
-                y5 += scales[k + 5] * s5 - mins[k + 5] * t
-                y6 += scales[k + 6] * s6 - mins[k + 6] * t
-                y7 += scales[k + 7] * s7 - mins[k + 7] * t
+                y0 += scales[k] * s0
+                y1 += scales[k + 1] * s1
+                y2 += scales[k + 2] * s2
+                y3 += scales[k + 3] * s3
+                y4 += scales[k + 4] * s4
+                y5 += scales[k + 5] * s5
+                y6 += scales[k + 6] * s6
+                y7 += scales[k + 7] * s7
                 k += 8
             y[r], y[r + 1], y[r + 2], y[r + 3], y[r + 4], y[r + 5], y[r + 6], y[r + 7] = y0, y1, y2, y3, y4, y5, y6, y7
+        if self.mins is not None:
+            self._subtract_mins(x, y, self.mins)
         return y if self.padded_rows == self.rows else y[: self.rows]
+
+    def _subtract_mins(self, x: Vector, y: list[float], mins: array[float]) -> None:
+        """y_k -= sum over groups g: min[k, g] * sum_{j in g} x[j], 8 rows per pass."""
+        group = self.group
+        sums = [sum(x[j : j + group]) for j in range(0, self.cols, group)]
+        k = 0
+        for r in range(0, self.padded_rows, 8):
+            m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = 0.0
+            for t in sums:
+                m0 += mins[k] * t
+                m1 += mins[k + 1] * t
+                m2 += mins[k + 2] * t
+                m3 += mins[k + 3] * t
+                m4 += mins[k + 4] * t
+                m5 += mins[k + 5] * t
+                m6 += mins[k + 6] * t
+                m7 += mins[k + 7] * t
+                k += 8
+            y[r] -= m0
+            y[r + 1] -= m1
+            y[r + 2] -= m2
+            y[r + 3] -= m3
+            y[r + 4] -= m4
+            y[r + 5] -= m5
+            y[r + 6] -= m6
+            y[r + 7] -= m7
+
+
+def _interleave(values: Sequence[float], rows: int, per_row: int, padded_rows: int) -> array[float]:
+    """Per-row values (per_row of each row, row after row) stored [row block of 8][value][8 rows], zeros padding."""
+    out = array("d", bytes(8 * padded_rows * per_row))
+    for r in range(rows):
+        b, k = divmod(r, 8)
+        first = b * 8 * per_row + k
+        out[first : first + 8 * per_row : 8] = array("d", values[r * per_row : (r + 1) * per_row])
+    return out
+
+
+def _quant_rows(type_name: str, blocks: bytes, rows: int, cols: int) -> Matrix:
+    """CPython's form: shared floats for the 32-weight formats, a sumprod per block of 256 for the k-quants."""
+    unpacked = quant.unpack(type_name, blocks)
+    if unpacked.block == 256:
+        return QuantSuperBlocksMatrix(unpacked, rows, cols)
+    return QuantRowsMatrix(unpacked, rows, cols)
+
+
+def _quant_interleaved(type_name: str, blocks: bytes, rows: int, cols: int) -> Matrix:
+    return QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols)
 
 
 QUANT_KERNELS: dict[str, Callable[[str, bytes, int, int], Matrix]] = {
-    "naive": QuantMatrix,
-    "rows": lambda type_name, blocks, rows, cols: QuantRowsMatrix(quant.unpack(type_name, blocks), rows, cols),
-    "unrolled": lambda type_name, blocks, rows, cols: QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols),
-    "interleaved": lambda type_name, blocks, rows, cols: QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols),
-}
+    "naive": QuantMatrix, "rows": _quant_rows, "unrolled": _quant_interleaved, "interleaved": _quant_interleaved,
+}  # fmt: skip
 """A block-format matrix for each kernel name: the reference for `naive`, CPython's or PyPy's form for the others."""
 
 

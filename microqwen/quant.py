@@ -34,9 +34,9 @@ values), and storing into `array('f')` rounds it once to the nearest float32. Th
 what the reference computes (the `gguf` package's float32 numpy arithmetic, which transformers
 uses to load a GGUF file). The float types F32, F16 and BF16 are widened by their bits.
 
-The `dot_*` kernels compute a row of W times x straight from the blocks, llama.cpp's way:
-per block, the scale times the dot product of the block's integers with x, minus the minimum
-times the sum of x, so a weight is never materialised. `matvec` runs one over every row.
+`unpack` gives the blocks as integers and scales (`Unpacked`) without making a weight: what the
+block kernels of `microqwen.kernels` compute with (llama.cpp's way: per block, the scale times the
+dot product of the block's integers with x, minus the minimums times sums of x).
 
 The table of every type a GGUF file may name (`TYPES`) follows ggml's `enum ggml_type`
 (ggml docs/gguf.md) and gguf-py's `GGML_QUANT_SIZES` (gguf-py/gguf/constants.py); the layouts
@@ -51,12 +51,14 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, Sequence, TypeVar, Union
 
 from . import bf16
 
 Blocks = Union[bytes, bytearray, "array[int]"]
 """Raw block bytes: `bytes` or an `array('B')` (indexing either gives ints 0..255)."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -148,34 +150,42 @@ def dequantize_bf16(data: Blocks) -> array[float]:
 
 @dataclass(frozen=True)
 class Unpacked:
-    """Whole blocks of one format as one integer per weight and one scale (and minimum) per group:
+    """Whole blocks of one format as an integer per weight, a scale per block, and per group of 16 or 32
+    a small integer scale and a minimum (for the formats that have them):
 
-        weight[i] = scales[g] * (codes[i] - 128) - mins[g]        g = i // group
+        weight[i] = scales[i // block] * steps[i // group] * codes[i] - mins[i // group]
 
-    `codes` holds each weight's integer plus 128 in one byte (so -128..127 fit); `scales` and `mins`
-    one float per `group` (16 or 32) consecutive weights; `mins` is None when a format has none.
-    Every format of the table above is this, with its own integers and scales: Q4_0's code is q - 8
-    and its scale d; Q4_K's code is q, its scale d * s[j] and its minimum dmin * m[j].
+    `scales` is each block's float16 d (a block is 32 weights, or 256 for the k-quants), `codes` the
+    integers q (`array('b')`: Q4_0's is q - 8), `steps` a k-quant's 4-, 6- or 8-bit group scales (None:
+    1), `mins` its dmin * m[g], or the _1 formats' -m (None: 0). `folded()` gives steps * codes, the
+    integers that one d scales over a whole block, as llama.cpp's dot products sum them.
     """
 
-    codes: bytes
+    codes: array[int]
     scales: list[float]
+    steps: list[int] | None
     mins: list[float] | None
+    block: int
     group: int
 
     def weights(self) -> Iterator[float]:
-        """Each weight in order, scale * code - min, computed exactly (float64 holds every product)."""
-        group = self.group
-        scaled = map(operator.mul, _each(self.scales, group), map(CODE_VALUES.__getitem__, self.codes))
-        return scaled if self.mins is None else map(operator.sub, scaled, _each(self.mins, group))
+        """Each weight in order, computed exactly (float64 holds every product) and as the reference
+        multiplies: (d * s[g]) * q, so that a zero has the reference's sign."""
+        scales: Iterator[float] = _each(self.scales, self.block)
+        if self.steps is not None:
+            scales = map(operator.mul, scales, _each(self.steps, self.group))
+        scaled = map(operator.mul, scales, self.codes)
+        return scaled if self.mins is None else map(operator.sub, scaled, _each(self.mins, self.group))
+
+    def folded(self) -> array[int]:
+        """steps[i // group] * codes[i] for every weight (`array('h')`: a k-quant's reach -4096..4096)."""
+        if self.steps is None:
+            return array("h", self.codes)
+        return array("h", map(operator.mul, self.codes, _each(self.steps, self.group)))
 
 
-CODE_VALUES = [float(byte - 128) for byte in range(256)]
-"""The integer of a stored code byte, as a float: `CODE_VALUES[128 + 5] == 5.0`."""
-
-
-def _each(values: Sequence[float], times: int) -> Iterator[float]:
-    """Every value repeated `times` times: a group's scale for each of its weights."""
+def _each(values: Sequence[_T], times: int) -> Iterator[_T]:
+    """Every value repeated `times` times: a block's scale for each of its weights."""
     return itertools.chain.from_iterable(map(itertools.repeat, values, itertools.repeat(times)))
 
 
@@ -183,8 +193,8 @@ class _Columns:
     """Whole blocks read column by column: byte k of every block at once, as one Python integer.
 
     Byte b of the integer `byte(k)` is byte k of block b, so a shift and a mask act on every block
-    together in C: `low(k)` is the low nibble of byte k in each block. An integer made of per-block
-    values 0..255 becomes, with `codes`, each weight's byte in block order.
+    together in C: `low(k)` is the low nibble of byte k in each block. `codes` puts such columns,
+    one per weight of a block, in weight order.
     """
 
     def __init__(self, data: Blocks, type_size: int) -> None:
@@ -229,20 +239,26 @@ class _Columns:
             halves.byteswap()
         return list(map(F16.__getitem__, halves))
 
-    def codes(self, columns: Sequence[int], bias: int) -> bytes:
-        """Stored codes in weight order: columns[i] holds q of weight i of every block; code = q + bias."""
+    def codes(self, columns: Sequence[int], offset: int) -> array[int]:
+        """Each weight's q + offset (-128..127) in weight order, where columns[i] holds q of weight i of every block."""
         width, count = len(columns), self.count
-        out = bytearray(width * count)
+        biased = bytearray(width * count)  # q + offset + 128, one byte each
         for i, column in enumerate(columns):
-            out[i::width] = (column + self.every(128 + bias)).to_bytes(count, "little")
-        return bytes(out)
+            biased[i::width] = (column + self.every(128 + offset)).to_bytes(count, "little")
+        codes = array("b")
+        codes.frombytes(bytes(biased).translate(_TWOS_COMPLEMENT))
+        return codes
 
-    def per_group(self, scales: Sequence[Sequence[float]]) -> list[float]:
-        """scales[g][b] (group g of block b) in weight order: block 0's groups, then block 1's, ..."""
-        out = [0.0] * (len(scales) * self.count)
-        for g, column in enumerate(scales):
-            out[g :: len(scales)] = column
+    def per_group(self, values: Sequence[Sequence[_T]]) -> list[_T]:
+        """values[g][b] (group g of block b) in weight order: block 0's groups, then block 1's, ..."""
+        out: list[_T] = [values[0][0]] * (len(values) * self.count) if self.count else []
+        for g, column in enumerate(values):
+            out[g :: len(values)] = column
         return out
+
+
+_TWOS_COMPLEMENT = bytes(byte ^ 0x80 for byte in range(256))
+"""A byte v = code + 128 -> the code as a signed byte (two's complement)."""
 
 
 def unpack_q8_0(data: Blocks) -> Unpacked:
@@ -252,7 +268,7 @@ def unpack_q8_0(data: Blocks) -> Unpacked:
         bytes 2-33    q[0..31], one int8 each
     """
     b = _Columns(data, 34)
-    return Unpacked(b.codes([b.byte(2 + i) ^ b.every(0x80) for i in range(32)], -128), b.half(0), None, 32)
+    return Unpacked(b.codes([b.byte(2 + i) ^ b.every(0x80) for i in range(32)], -128), b.half(0), None, None, 32, 32)
 
 
 def unpack_q4_0(data: Blocks) -> Unpacked:
@@ -262,8 +278,8 @@ def unpack_q4_0(data: Blocks) -> Unpacked:
         bytes 2-17    16 bytes: byte 2+i holds q[i] in its low nibble, q[i+16] in its high nibble
     """
     b = _Columns(data, 18)
-    return Unpacked(b.codes([b.low(2 + i) for i in range(16)] + [b.high(2 + i) for i in range(16)], -8),
-                    b.half(0), None, 32)  # fmt: skip
+    codes = b.codes([b.low(2 + i) for i in range(16)] + [b.high(2 + i) for i in range(16)], -8)
+    return Unpacked(codes, b.half(0), None, None, 32, 32)
 
 
 def unpack_q4_1(data: Blocks) -> Unpacked:
@@ -275,7 +291,7 @@ def unpack_q4_1(data: Blocks) -> Unpacked:
     """
     b = _Columns(data, 20)
     codes = b.codes([b.low(4 + i) for i in range(16)] + [b.high(4 + i) for i in range(16)], 0)
-    return Unpacked(codes, b.half(0), [-m for m in b.half(2)], 32)
+    return Unpacked(codes, b.half(0), None, [-m for m in b.half(2)], 32, 32)
 
 
 def _five_bits(b: _Columns, qh: int, qs: int) -> list[int]:
@@ -293,7 +309,7 @@ def unpack_q5_0(data: Blocks) -> Unpacked:
         bytes 6-21    the low 4 bits of q as in Q4_0: low nibbles q[0..15], high nibbles q[16..31]
     """
     b = _Columns(data, 22)
-    return Unpacked(b.codes(_five_bits(b, 2, 6), -16), b.half(0), None, 32)
+    return Unpacked(b.codes(_five_bits(b, 2, 6), -16), b.half(0), None, None, 32, 32)
 
 
 def unpack_q5_1(data: Blocks) -> Unpacked:
@@ -305,7 +321,7 @@ def unpack_q5_1(data: Blocks) -> Unpacked:
         bytes 8-23    the low 4 bits of q, as in Q5_0
     """
     b = _Columns(data, 24)
-    return Unpacked(b.codes(_five_bits(b, 4, 8), 0), b.half(0), [-m for m in b.half(2)], 32)
+    return Unpacked(b.codes(_five_bits(b, 4, 8), 0), b.half(0), None, [-m for m in b.half(2)], 32, 32)
 
 
 def unpack_q2_k(data: Blocks) -> Unpacked:
@@ -318,11 +334,10 @@ def unpack_q2_k(data: Blocks) -> Unpacked:
         bytes 82-83   dmin, float16
     """
     b = _Columns(data, 84)
-    codes = b.codes([b.bits(16 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) for i in range(256)], 0)
-    d, dmin = b.half(80), b.half(82)
-    scales = [[x * s for x, s in zip(d, b.ints(b.low(g)))] for g in range(16)]
-    mins = [[x * m for x, m in zip(dmin, b.ints(b.high(g)))] for g in range(16)]
-    return Unpacked(codes, b.per_group(scales), b.per_group(mins), 16)
+    q = b.codes([b.bits(16 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) for i in range(256)], 0)
+    steps = b.per_group([b.ints(b.low(g)) for g in range(16)])
+    mins = b.per_group([[x * m for x, m in zip(b.half(82), b.ints(b.high(g)))] for g in range(16)])
+    return Unpacked(q, b.half(80), steps, mins, 256, 16)
 
 
 def unpack_q3_k(data: Blocks) -> Unpacked:
@@ -338,11 +353,11 @@ def unpack_q3_k(data: Blocks) -> Unpacked:
         bytes 108-109 d, float16
     """
     b = _Columns(data, 110)
-    codes = b.codes([b.bits(32 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) | b.bits(i % 32, i // 32, 1) << 2
-                     for i in range(256)], -4)  # fmt: skip
-    d = b.half(108)
+    q = b.codes([b.bits(32 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) | b.bits(i % 32, i // 32, 1) << 2
+                 for i in range(256)], -4)  # fmt: skip
     six_bits = [b.bits(96 + j % 8, 4 * (j // 8), 4) | b.bits(104 + j % 4, 2 * (j // 4), 2) << 4 for j in range(16)]
-    return Unpacked(codes, b.per_group([[x * (s - 32) for x, s in zip(d, b.ints(c))] for c in six_bits]), None, 16)
+    steps = b.per_group([[s - 32 for s in b.ints(c)] for c in six_bits])
+    return Unpacked(q, b.half(108), steps, None, 256, 16)
 
 
 def _k_scales(b: _Columns) -> tuple[list[int], list[int]]:
@@ -357,12 +372,12 @@ def _k_scales(b: _Columns) -> tuple[list[int], list[int]]:
     return scales, mins
 
 
-def _k_groups(b: _Columns, codes: bytes) -> Unpacked:
-    """Q4_K / Q5_K: 8 groups of 32, scale d * s[j], minimum dmin * m[j]."""
-    d, dmin = b.half(0), b.half(2)
+def _k_groups(b: _Columns, q: array[int]) -> Unpacked:
+    """Q4_K / Q5_K from their q: 8 groups of 32 with scales s[j] and minimums dmin * m[j]."""
     scales, mins = _k_scales(b)
-    return Unpacked(codes, b.per_group([[x * s for x, s in zip(d, b.ints(c))] for c in scales]),
-                    b.per_group([[x * m for x, m in zip(dmin, b.ints(c))] for c in mins]), 32)  # fmt: skip
+    dmin = b.half(2)
+    return Unpacked(q, b.half(0), b.per_group([b.ints(c) for c in scales]),
+                    b.per_group([[x * m for x, m in zip(dmin, b.ints(c))] for c in mins]), 256, 32)  # fmt: skip
 
 
 def unpack_q4_k(data: Blocks) -> Unpacked:
@@ -405,11 +420,10 @@ def unpack_q6_k(data: Blocks) -> Unpacked:
         bytes 208-209 d, float16
     """
     b = _Columns(data, 210)
-    codes = b.codes([b.bits(64 * (i // 128) + i % 64, 4 * (i % 128 // 64), 4)
-                     | b.bits(128 + 32 * (i // 128) + i % 32, 2 * (i % 128 // 32), 2) << 4 for i in range(256)], -32)  # fmt: skip
-    d = b.half(208)
-    return Unpacked(codes, b.per_group([[x * SIGNED[s] for x, s in zip(d, b.ints(b.byte(192 + g)))] for g in range(16)]),
-                    None, 16)  # fmt: skip
+    q = b.codes([b.bits(64 * (i // 128) + i % 64, 4 * (i % 128 // 64), 4)
+                 | b.bits(128 + 32 * (i // 128) + i % 32, 2 * (i % 128 // 32), 2) << 4 for i in range(256)], -32)  # fmt: skip
+    steps = b.per_group([[SIGNED[s] for s in b.ints(b.byte(192 + g))] for g in range(16)])
+    return Unpacked(q, b.half(208), steps, None, 256, 16)
 
 
 FLOATS: dict[str, Callable[[Blocks], array[float]]] = {
@@ -441,7 +455,7 @@ def unpack(type_name: str, data: Blocks) -> Unpacked:
 
     ```python
     >>> u = unpack("Q4_0", bytes([0x00, 0x38]) + bytes([0x3A] + [0x88] * 15))   # d = 0.5; byte 0x3A: q[0] = 10, q[16] = 3
-    >>> u.codes[0] - 128, u.codes[16] - 128, u.scales, u.group                  # codes q - 8
+    >>> u.codes[0], u.codes[16], u.scales, u.block                               # codes q - 8
     (2, -5, [0.5], 32)
 
     ```

@@ -90,17 +90,27 @@ CODE_RANGES = {"Q8_0": (-128, 127), "Q4_0": (-8, 7), "Q4_1": (0, 15), "Q5_0": (-
 """The integer each format stores per weight, as its weight formula uses it (q - 8 for Q4_0, ...)."""
 
 
+STEP_RANGES = {"Q2_K": (0, 15), "Q3_K": (-32, 31), "Q4_K": (0, 63), "Q5_K": (0, 63), "Q6_K": (-128, 127)}
+"""The k-quants' group scales: 4 bits, 6 bits minus 32, 6 bits, 6 bits, int8."""
+
+
 @pytest.mark.parametrize("type_name", BLOCK_FORMATS)
 def test_unpacking_gives_a_code_per_weight_in_the_formats_range(blocks: dict[str, tuple[str, bytes]], type_name: str) -> None:
     _, data = blocks[type_name.lower()]
     ggml_type = quant.BY_NAME[type_name]
-    unpacked = quant.unpack(type_name, data)
+    u = quant.unpack(type_name, data)
     weights = len(data) // ggml_type.type_size * ggml_type.block_size
     low, high = CODE_RANGES[type_name]
-    assert len(unpacked.codes) == weights and low <= min(unpacked.codes) - 128 <= max(unpacked.codes) - 128 <= high
-    assert len(unpacked.scales) * unpacked.group == weights and unpacked.group in (16, 32)
-    assert (unpacked.mins is None) == (type_name in ("Q8_0", "Q4_0", "Q5_0", "Q3_K", "Q6_K"))
-    assert len(unpacked.codes) == len(list(unpacked.weights()))
+    assert len(u.codes) == weights and low <= min(u.codes) <= max(u.codes) <= high
+    assert u.block == ggml_type.block_size and len(u.scales) * u.block == weights
+    assert (u.mins is None) == (type_name in ("Q8_0", "Q4_0", "Q5_0", "Q3_K", "Q6_K"))
+    assert u.mins is None or len(u.mins) * u.group == weights
+    if type_name in STEP_RANGES:
+        assert u.steps is not None and len(u.steps) * u.group == weights and u.group in (16, 32)
+        assert STEP_RANGES[type_name][0] <= min(u.steps) <= max(u.steps) <= STEP_RANGES[type_name][1]
+        assert list(u.folded()) == [u.steps[i // u.group] * q for i, q in enumerate(u.codes)]
+    else:
+        assert u.steps is None and list(u.folded()) == list(u.codes)
 
 
 def test_unpack_refuses_a_float_type() -> None:
