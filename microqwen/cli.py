@@ -625,7 +625,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     model_dir = _resolve(args.model)
     given = args.model or DEFAULT_MODEL
-    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.isdir(given) else given)
+    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.exists(given) else given)
     with load(model_dir, args.workers, args.kernel, args.max_context, prompt_cache=not args.no_prompt_cache) as model:
         try:
             serve.serve(model, name, args.host, args.port, args.queue, docs_url=args.docs_url)
@@ -851,11 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.set_defaults(run=cmd_trace)
 
     serve = commands.add_parser("serve", help="the explorer in the browser, and an OpenAI-compatible API")
-    serve.add_argument("-m", "--model", metavar="ID_OR_DIR",
-                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    serve.add_argument("-m", "--model", metavar="MODEL",
+                       help="a Hub id, a model directory or a .gguf file (default Qwen/Qwen2.5-0.5B-Instruct)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value)")
+    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value; of a path, its last part)")
     serve.add_argument("--queue", type=int, default=QUEUE_SIZE, metavar="N",
                        help=f"requests that may wait while one runs; more get 503 (default {QUEUE_SIZE})")
     serve.add_argument("--docs-url", default=DOCS_URL, metavar="URL",
