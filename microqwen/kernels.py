@@ -479,19 +479,35 @@ class QuantInterleavedMatrix(Matrix):
 
     kernel = "interleaved"
     BLOCK = 8
+    CHUNK = 1024
+    """Rows unpacked at a time: the integers of a whole output head would take a gigabyte on the way."""
 
-    def __init__(self, unpacked: quant.Unpacked, rows: int, cols: int) -> None:
+    def __init__(self, type_name: str, blocks: quant.Blocks, rows: int, cols: int) -> None:
         super().__init__(rows, cols)
-        width = self.BLOCK
-        self.block, self.group, self.padded_rows = unpacked.block, unpacked.group, -(-rows // width) * width
-        codes = unpacked.folded()
+        width, row_bytes = self.BLOCK, quant.BY_NAME[type_name].row_bytes(cols)
+        self.block = self.group = quant.BY_NAME[type_name].block_size
+        self.padded_rows = -(-rows // width) * width
         self.codes = array("H", [4096]) * (self.padded_rows * cols)  # 4096 is the code of 0
-        for r in range(rows):
-            b, k = divmod(r, width)
+        self.scales = array("d", bytes(8 * self.padded_rows * (cols // self.block)))
+        self.mins: array[float] | None = None
+        for first in range(0, rows, self.CHUNK):
+            count = min(self.CHUNK, rows - first)
+            self._place(quant.unpack(type_name, blocks[first * row_bytes : (first + count) * row_bytes]), first, count)
+
+    def _place(self, unpacked: quant.Unpacked, first: int, count: int) -> None:
+        """Store rows first..first+count-1 (unpacked) in their interleaved places."""
+        cols, width = self.cols, self.BLOCK
+        self.group = unpacked.group
+        codes = unpacked.folded()
+        for r in range(count):
+            b, k = divmod(first + r, width)
             start = b * width * cols + k
             self.codes[start : start + width * cols : width] = array("H", [c + 4096 for c in codes[r * cols : (r + 1) * cols]])
-        self.scales = _interleave(unpacked.scales, rows, cols // self.block, self.padded_rows)
-        self.mins = None if unpacked.mins is None else _interleave(unpacked.mins, rows, cols // self.group, self.padded_rows)
+        _interleave_into(self.scales, unpacked.scales, first, count, cols // self.block)
+        if unpacked.mins is not None:
+            if self.mins is None:
+                self.mins = array("d", bytes(8 * self.padded_rows * (cols // self.group)))
+            _interleave_into(self.mins, unpacked.mins, first, count, cols // self.group)
 
     def matvec(self, x: Vector) -> list[float]:
         """y = W x, 8 rows per pass, a block of columns at a time; then the minimums."""
@@ -554,17 +570,16 @@ class QuantInterleavedMatrix(Matrix):
             y[r + 7] -= m7
 
 
-def _interleave(values: Sequence[float], rows: int, per_row: int, padded_rows: int) -> array[float]:
-    """Per-row values (per_row of each row, row after row) stored [row block of 8][value][8 rows], zeros padding."""
-    out = array("d", bytes(8 * padded_rows * per_row))
-    for r in range(rows):
-        b, k = divmod(r, 8)
-        first = b * 8 * per_row + k
-        out[first : first + 8 * per_row : 8] = array("d", values[r * per_row : (r + 1) * per_row])
-    return out
+def _interleave_into(out: array[float], values: Sequence[float], first: int, count: int, per_row: int) -> None:
+    """Put rows first..first+count-1's values (per_row of each, row after row) where `out` keeps them:
+    [row block of 8][value][8 rows]."""
+    for r in range(count):
+        b, k = divmod(first + r, 8)
+        start = b * 8 * per_row + k
+        out[start : start + 8 * per_row : 8] = array("d", values[r * per_row : (r + 1) * per_row])
 
 
-def _quant_rows(type_name: str, blocks: bytes, rows: int, cols: int) -> Matrix:
+def _quant_rows(type_name: str, blocks: quant.Blocks, rows: int, cols: int) -> Matrix:
     """CPython's form: shared floats for the 32-weight formats, a sumprod per block of 256 for the k-quants."""
     unpacked = quant.unpack(type_name, blocks)
     if unpacked.block == 256:
@@ -572,12 +587,8 @@ def _quant_rows(type_name: str, blocks: bytes, rows: int, cols: int) -> Matrix:
     return QuantRowsMatrix(unpacked, rows, cols)
 
 
-def _quant_interleaved(type_name: str, blocks: bytes, rows: int, cols: int) -> Matrix:
-    return QuantInterleavedMatrix(quant.unpack(type_name, blocks), rows, cols)
-
-
-QUANT_KERNELS: dict[str, Callable[[str, bytes, int, int], Matrix]] = {
-    "naive": QuantMatrix, "rows": _quant_rows, "unrolled": _quant_interleaved, "interleaved": _quant_interleaved,
+QUANT_KERNELS: dict[str, Callable[[str, quant.Blocks, int, int], Matrix]] = {
+    "naive": QuantMatrix, "rows": _quant_rows, "unrolled": QuantInterleavedMatrix, "interleaved": QuantInterleavedMatrix,
 }  # fmt: skip
 """A block-format matrix for each kernel name: the reference for `naive`, CPython's or PyPy's form for the others."""
 
@@ -637,5 +648,5 @@ def load_matrix(data: array[int], rows: int, cols: int, kernel: Kernel = None, d
     if dtype == "BF16":
         return kernel(data, rows, cols) if isinstance(kernel, type) else KERNELS[kernel_name(kernel)](data, rows, cols)
     if dtype in quant.BLOCK_FORMATS:
-        return QUANT_KERNELS[kernel_name(kernel)](dtype, bytes(data), rows, cols)
+        return QUANT_KERNELS[kernel_name(kernel)](dtype, data, rows, cols)
     return FloatMatrix(quant.dequantize(dtype, data), rows, cols)

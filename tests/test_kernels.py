@@ -163,3 +163,18 @@ def test_a_stack_of_types_is_each_part_in_turn() -> None:
     x = [1.0] * 32
     assert (stack.rows, stack.cols) == (2, 32) and stack.matvec(x) == [0.25 * sum(range(32)), float(sum(range(32)))]
     assert stack.matmat([x, [0.0] * 32]) == [stack.matvec(x), [0.0, 0.0]]
+
+
+
+@pytest.mark.parametrize("type_name", ["Q4_1", "Q2_K"])
+@given(data=st.data())
+@settings(max_examples=3, deadline=None)
+def test_pypys_kernel_unpacks_a_large_matrix_a_chunk_of_rows_at_a_time(type_name: str, data: st.DataObject) -> None:
+    """19 rows unpacked 8 at a time are stored as when unpacked at once (codes, scales, minimums): the same products."""
+    rows, cols = 19, quant.BY_NAME[type_name].block_size
+    raw = random_blocks(type_name, rows, data)
+    whole = kernels.QuantInterleavedMatrix(type_name, raw, rows, cols)
+    chunked = type("Chunked", (kernels.QuantInterleavedMatrix,), {"CHUNK": 8})(type_name, raw, rows, cols)
+    assert (chunked.codes, chunked.scales, chunked.mins) == (whole.codes, whole.scales, whole.mins) and whole.mins is not None
+    x = [math.sin(j) for j in range(cols)]
+    assert chunked.matvec(x) == whole.matvec(x)
