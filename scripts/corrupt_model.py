@@ -38,6 +38,8 @@ The bytes are edited with struct after a small parse of the layout of their own 
 - a tensor with 5 dimensions, an unknown ggml type, rows that are not whole blocks, a data offset that
   is misaligned, one that overlaps the tensor before, one past the end of the file, a duplicate tensor
   name; trailing bytes after the data (and, with --random-flips, random header bits);
+- tensors that do not fit the qwen2.* keys: a head count that does not divide the embedding length, an
+  embedding length three times the tensors' width, a tensor missing (an ffn_up renamed);
 - a file whose architecture is not qwen2, whose eos id is not a token, whose chat template (if it has
   one) is not Qwen2.5's, or with a tensor of a type microqwen does not decode (IQ3_S for a Q3_K or
   IQ4_NL for a Q4_0, of the same size, if it has one).
@@ -465,6 +467,11 @@ TWINS = {2: (20, "IQ4_NL"), 11: (21, "IQ3_S")}
 (18 bytes for 32 weights), Q3_K and IQ3_S (110 bytes for 256)."""
 
 
+def uint32_value(blob: bytes, layout: GGUFLayout, key: str) -> int:
+    """The uint32 value of metadata key `key`."""
+    return int(struct.unpack_from("<I", blob, layout.kvs[key][2])[0])
+
+
 def gguf_model_variants(blob: bytes) -> List[Tuple[str, GGUFEdit, str, Tuple[str, ...]]]:
     """Faults in a well-formed file that only running the model finds (inspect shows the file as it is):
     name, edit, expected error, the commands that refuse it."""
@@ -475,7 +482,14 @@ def gguf_model_variants(blob: bytes) -> List[Tuple[str, GGUFEdit, str, Tuple[str
          r"general.architecture is 'llama'; microqwen runs 'qwen2' files", ("generate", "chat")),
         ("eos-not-a-token", put("<I", 10**6, value_at("tokenizer.ggml.eos_token_id")),
          r"tokenizer.ggml.eos_token_id 1000000 is not one of the \d+ token ids", ("generate", "chat")),
+        ("head-count-not-a-divisor", put("<I", 3, value_at("qwen2.attention.head_count")),
+         r"qwen2.embedding_length \d+ is not a multiple of qwen2.attention.head_count 3", ALL),
+        ("embedding-length-wrong", put("<I", 3 * uint32_value(blob, layout, "qwen2.embedding_length"), value_at("qwen2.embedding_length")),
+         r"do not fit (its|the) qwen2 metadata: tensor \S+ has shape \[\d+, \d+\], the config implies", ALL),
     ]  # fmt: skip
+    up = next(n for n in layout.infos if n.endswith("ffn_up.weight"))
+    variants.append(("missing-tensor", rename(up, up.replace("ffn_up", "ffn_uq"), True),
+                     rf"do not fit (its|the) qwen2 metadata: missing tensor model\.layers\.\d+\.mlp\.up_proj\.weight", ALL))  # fmt: skip
     if "tokenizer.chat_template" in layout.kvs:
         variants.append(("other-chat-template", overwrite(b"<|im_start|>", b"<|im_begin|>", value_at("tokenizer.chat_template")),
                          r"tokenizer.chat_template is not Qwen2.5's chat template", ("generate", "chat")))  # fmt: skip
