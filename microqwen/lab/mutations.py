@@ -42,7 +42,7 @@ from typing import Any, BinaryIO, Callable, Dict, Optional, Type
 from .. import bf16
 from ..bf16 import TABLE
 from ..errors import UsageError
-from ..kernels import Bf16Matrix, Kernel, Matrix, NaiveMatrix, Vector
+from ..kernels import Bf16Matrix, Kernel, NaiveMatrix, Vector
 from ..model import Hook, Qwen2ForCausalLM, RotaryEmbedding
 from ..safetensors import Checkpoint
 from ..weights import SafetensorsWeights, Weights
