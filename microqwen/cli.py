@@ -17,7 +17,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from . import __version__, inspect_model
+from . import __version__, gguf, inspect_model
 from .config import Config
 from .errors import ContextError, MicroQwenError, UsageError
 from .kernels import KERNELS
@@ -35,7 +35,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """`microqwen inspect PATH`: the tensor table and config of a model, from the headers only."""
-    if inspect_model.is_gguf(args.path):
+    if gguf.is_gguf(args.path):
         gguf_report = inspect_model.inspect_gguf(args.path)
         print(inspect_model.gguf_to_json(gguf_report) if args.json else inspect_model.gguf_to_text(gguf_report))
         if gguf_report.problems:
@@ -49,7 +49,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """`microqwen bench --model DIR`: kernel rate, load, prefill and decode speed, memory."""
+    """`microqwen bench --model MODEL`: kernel rate, load, prefill and decode speed, memory."""
     from . import bench
 
     if args.prompt_tokens < 1 or args.decode_tokens < 1 or args.workers < 0:
@@ -103,10 +103,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    """`microqwen tokenize --model DIR TEXT`: the ids and pieces of a text, or every BPE step."""
+    """`microqwen tokenize --model MODEL TEXT`: the ids and pieces of a text, or every BPE step."""
     from .tokenizer import Tokenizer, format_trace
 
-    tokenizer = Tokenizer.from_dir(args.model)
+    tokenizer = Tokenizer.from_model(args.model)
     text = args.text
     if text == "-":
         text = _read_stdin()
@@ -135,9 +135,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     given = _check_sampling_flags(args)
     model_dir = _resolve(args.model)
-    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    config = Config.from_model(model_dir)
     needs_text = args.ids is None or not args.print_ids or args.stop  # ids in, ids out: no tokenizer needed
-    tokenizer = Tokenizer.from_dir(model_dir) if needs_text else None
+    tokenizer = Tokenizer.from_model(model_dir) if needs_text else None
     prompt_ids = _prompt_ids(args, tokenizer)
     check_context(0, len(prompt_ids), args.max_context or config.max_position_embeddings)  # before the weights load
     timings = Timings()
@@ -167,7 +167,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     given = _check_sampling_flags(args)
     model_dir = _resolve(args.model)
-    tokenizer = Tokenizer.from_dir(model_dir)
+    tokenizer = Tokenizer.from_model(model_dir)
     timings = Timings()
     with load(model_dir, args.workers, args.kernel, args.max_context, tokenizer=tokenizer,
               prompt_cache=not args.no_prompt_cache) as model:  # fmt: skip
@@ -236,11 +236,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.step and args.prompt == "-":
         raise UsageError("--step reads its answers from stdin: give the prompt as -p TEXT or --ids, not -p -")
     model_dir = _resolve(args.model)
-    layers = Config.from_file(os.path.join(model_dir, "config.json")).num_hidden_layers
+    layers = Config.from_model(model_dir).num_hidden_layers
     chosen = trace.parse_layers(args.layers, layers) if args.layers is not None else tuple(range(layers))
     selection = trace.Selection(chosen, trace.parse_points(args.points, layers) if args.points is not None else ())
     needs_text = Tokenizer.found_in(model_dir) or args.prompt is not None or args.target is not None
-    tokenizer = Tokenizer.from_dir(model_dir) if needs_text else None
+    tokenizer = Tokenizer.from_model(model_dir) if needs_text else None
     ref_ids, reference = read_reference(args.compare) if args.compare else ([], {})
     prompt_ids = ref_ids if args.compare and args.ids is None and args.prompt is None else _prompt_ids(args, tokenizer)
     if not prompt_ids:
@@ -625,7 +625,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     model_dir = _resolve(args.model)
     given = args.model or DEFAULT_MODEL
-    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.isdir(given) else given)
+    name = args.alias or (os.path.basename(os.path.normpath(given)) if os.path.exists(given) else given)
     with load(model_dir, args.workers, args.kernel, args.max_context, prompt_cache=not args.no_prompt_cache) as model:
         try:
             serve.serve(model, name, args.host, args.port, args.queue, docs_url=args.docs_url)
@@ -730,8 +730,8 @@ def _parse_ids(text: str, flag: str) -> list[int]:
 
 def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     """The flags generate and chat share, named after llama.cpp's."""
-    parser.add_argument("-m", "--model", metavar="ID_OR_DIR",
-                        help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    parser.add_argument("-m", "--model", metavar="MODEL",
+                        help="a Hub id, a model directory or a .gguf file (default Qwen/Qwen2.5-0.5B-Instruct)")
     parser.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="new tokens at most (default 512)")
     parser.add_argument("--temp", type=float, help="temperature; 0 = greedy (default: the model's generation_config)")
     parser.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 = off")
@@ -770,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(run=cmd_inspect)
 
     bench = commands.add_parser("bench", help="measure kernel rate, load, prefill and decode speed, memory")
-    bench.add_argument("-m", "--model", required=True, metavar="ID_OR_DIR", help="a model directory or a Hub id")
+    bench.add_argument("-m", "--model", required=True, metavar="MODEL", help="a model directory, a .gguf file or a Hub id")
     bench.add_argument("--workers", type=int, default=default_workers(),
                         help="worker processes besides the main one (default: CPUs - 1)")
     bench.add_argument("--kernel", choices=sorted(KERNELS), help="matrix kernel (default: the fastest here)")
@@ -792,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tokenize = commands.add_parser("tokenize", help="show the token ids of a text, and how BPE found them")
     tokenize.add_argument("text", metavar="TEXT", help="the text to encode; - reads standard input")
-    tokenize.add_argument("--model", required=True, metavar="DIR", help="a model directory with tokenizer files")
+    tokenize.add_argument("--model", required=True, metavar="MODEL", help="a model directory with tokenizer files, or a .gguf file")
     tokenize.add_argument("--json", action="store_true", help="print only the ids, as a JSON list")
     tokenize.add_argument("--show-merges", action="store_true", help="print every step: split, NFC, pre-tokens, merges")
     tokenize.add_argument("--no-special", action="store_true", help="read special tokens like <|im_end|> as plain text")
@@ -815,8 +815,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = commands.add_parser("trace", help="follow tokens through the model: values, attention, logit lens; "
                                 "compare with the reference")  # fmt: skip
-    trace.add_argument("-m", "--model", metavar="ID_OR_DIR",
-                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    trace.add_argument("-m", "--model", metavar="MODEL",
+                       help="a Hub id, a model directory or a .gguf file (default Qwen/Qwen2.5-0.5B-Instruct)")
     trace.add_argument("-p", "--prompt", metavar="TEXT", help="the prompt; - reads it from stdin")
     trace.add_argument("--ids", metavar="1,2,3", help="the prompt as token ids (needs no tokenizer)")
     trace.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
@@ -851,11 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.set_defaults(run=cmd_trace)
 
     serve = commands.add_parser("serve", help="the explorer in the browser, and an OpenAI-compatible API")
-    serve.add_argument("-m", "--model", metavar="ID_OR_DIR",
-                       help="a Hub id or a model directory (default Qwen/Qwen2.5-0.5B-Instruct)")
+    serve.add_argument("-m", "--model", metavar="MODEL",
+                       help="a Hub id, a model directory or a .gguf file (default Qwen/Qwen2.5-0.5B-Instruct)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port (default {DEFAULT_PORT}; 0 picks a free one)")
-    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value)")
+    serve.add_argument("--alias", metavar="NAME", help="the model's name in the API (default: the -m value; of a path, its last part)")
     serve.add_argument("--queue", type=int, default=QUEUE_SIZE, metavar="N",
                        help=f"requests that may wait while one runs; more get 503 (default {QUEUE_SIZE})")
     serve.add_argument("--docs-url", default=DOCS_URL, metavar="URL",

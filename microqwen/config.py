@@ -22,9 +22,11 @@ gives them its own names (`qwen2.embedding_length` is hidden_size, ...).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Collection, Mapping, Protocol
 
+from . import gguf
 from .errors import ConfigError
 from .jsonparse import JSON, parse_file
 
@@ -64,6 +66,14 @@ class Config:
     def from_file(cls, path: str) -> Config:
         """Read and check config.json."""
         return cls.from_dict(parse_file(path), path)
+
+    @classmethod
+    def from_model(cls, path: str) -> Config:
+        """The config of a model: a directory's config.json, or a .gguf file's metadata (`from_gguf`)."""
+        if not gguf.is_gguf(path):
+            return cls.from_file(os.path.join(path, "config.json"))
+        with gguf.GGUFFile(path) as f:
+            return cls.from_gguf(f.metadata, list(f.tensors), path)
 
     @classmethod
     def from_dict(cls, raw: JSON, source: str) -> Config:
@@ -108,7 +118,7 @@ class Config:
         | qwen2.attention.layer_norm_rms_epsilon | rms_norm_eps (a float32: 9.99999997e-07 for 1e-06) |
         | qwen2.attention.key_length | head_dim (embedding_length / head_count if absent) |
         | qwen2.vocab_size, or the number of tokenizer.ggml.tokens | vocab_size |
-        | tokenizer.ggml.eos_token_id | eos_token_id |
+        | tokenizer.ggml.eos_token_id (and the end-of-generation tokens) | eos_token_id |
 
         The output head is untied when the file has an `output.weight` tensor (`tensor_names`).
         """
@@ -167,14 +177,27 @@ def _gguf_head_dim(raw: dict[str, object], hidden_size: int, heads: int, source:
     return head_dim
 
 
+END_OF_TEXT_TOKENS = ("<|endoftext|>", "<|im_end|>")
+"""Qwen2's tokens that end a text or a turn; llama.cpp ends generation at control tokens of these names too."""
+
+
 def _gguf_eos_token_ids(raw: dict[str, object], source: str) -> tuple[int, ...]:
-    """tokenizer.ggml.eos_token_id, a uint32 id, or nothing."""
-    value = raw.get("tokenizer.ggml.eos_token_id")
-    if value is None:
-        return ()
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{source}: tokenizer.ggml.eos_token_id must be a token id, got {value!r}")
-    return (value,)
+    """The ids that end generation, as llama.cpp reads them from a GGUF file (its end-of-generation set):
+    tokenizer.ggml.eos_token_id, .eot_token_id and .eom_token_id when given, and any control token
+    (token type 3) named `<|endoftext|>` or `<|im_end|>`. For Qwen2.5-Instruct that is 151645 and 151643,
+    the two ids of its generation_config.json."""
+    ids = []
+    for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{source}: {key} must be a token id, got {value!r}")
+        ids.append(value)
+    tokens, kinds = raw.get("tokenizer.ggml.tokens"), raw.get("tokenizer.ggml.token_type")
+    if isinstance(tokens, list) and isinstance(kinds, list) and len(kinds) == len(tokens):
+        ids += [tokens.index(name) for name in END_OF_TEXT_TOKENS if name in tokens and kinds[tokens.index(name)] == 3]
+    return tuple(dict.fromkeys(ids))
 
 
 def _gguf_vocab_size(raw: dict[str, object], source: str) -> int:

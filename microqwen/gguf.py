@@ -218,6 +218,11 @@ class GGUFFile:
         self._file.seek(info.begin + first * info.row_bytes)
         out.fromfile(self._file, count * info.row_bytes // out.itemsize)
 
+    def header_bytes(self) -> bytes:
+        """Bytes 0 .. data_start-1: the header, metadata and tensor infos (what identifies the file cheaply)."""
+        self._file.seek(0)
+        return self._file.read(self.data_start)
+
     def read_rows(self, name: str, first: int, count: int) -> bytes:
         """Rows first..first+count-1 of tensor `name` in their stored form (whole blocks)."""
         out = array("B")
@@ -242,6 +247,19 @@ class GGUFFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_gguf(path: str) -> bool:
+    """A file named *.gguf, or a file that starts with the GGUF magic (a directory is neither)."""
+    if os.path.isdir(path):
+        return False
+    if path.endswith(".gguf"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == MAGIC
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- the header

@@ -56,6 +56,7 @@ from typing import IO, Collection, Iterator, Mapping
 from . import __version__
 from .errors import DownloadError, UsageError
 from .jsonparse import parse_bytes, parse_file
+from .gguf import is_gguf
 from .safetensors import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -98,7 +99,7 @@ def parse_model_id(spec: str) -> tuple[str, str]:
     """Split `org/name@revision` into (repo id, revision); the revision defaults to `main`."""
     repo_id, at, revision = spec.partition("@")
     if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id or len(repo_id) > 96:
-        raise UsageError(f"{spec!r} is not a model directory, nor a Hub id of the form org/name[@revision]")
+        raise UsageError(f"{spec!r} is not a model directory, a .gguf file, nor a Hub id of the form org/name[@revision]")
     if at and (not _REVISION.fullmatch(revision) or {".", ".."} & set(revision.split("/"))):
         raise UsageError(f"{spec!r}: {revision!r} is not a branch, tag or commit name")
     return repo_id, revision if at else "main"
@@ -199,21 +200,23 @@ def _files_to_fetch(names: Collection[str], repo_id: str) -> list[str]:
 
 
 def resolve_model(spec: str | None, *, offline: bool | None = None, progress: bool = True) -> str:
-    """Return a local model directory for `spec`, downloading what is missing.
+    """Return a local model directory (or .gguf file) for `spec`, downloading what is missing.
 
     Args:
-        spec: a model directory, or a Hub id `org/name` or `org/name@revision`;
-            None means `DEFAULT_MODEL`.
+        spec: a model directory, a .gguf file (returned as it is), or a Hub id `org/name` or
+            `org/name@revision`; None means `DEFAULT_MODEL`.
         offline: use only the cache; None reads `HF_HUB_OFFLINE`.
         progress: show the download on stderr (a bar on a terminal, else a line per file).
 
     Raises:
-        UsageError: `spec` is neither a directory nor a Hub id, or the directory has no
+        UsageError: `spec` is neither a directory, a .gguf file nor a Hub id, or the directory has no
             safetensors weights.
         DownloadError: the cache lacks files and the Hub cannot supply them, with the reason.
     """
     if spec is not None and os.path.isdir(spec):
         return _checked_directory(spec)
+    if spec is not None and os.path.isfile(spec) and is_gguf(spec):
+        return spec
     repo_id, revision = parse_model_id(DEFAULT_MODEL if spec is None else spec)
     storage = os.path.join(hub_cache(), repo_folder(repo_id))
     offline = is_offline() if offline is None else offline

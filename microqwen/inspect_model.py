@@ -44,17 +44,6 @@ class Report:
         return sum(t.numel for t in self.tensors)
 
 
-def is_gguf(path: str) -> bool:
-    """A path named *.gguf, or a file that starts with the GGUF magic."""
-    if path.endswith(".gguf"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == gguf.MAGIC
-    except OSError:
-        return False
-
-
 def inspect(path: str) -> Report:
     """Read the header(s) at `path` (a .safetensors file or a model directory) and config.json."""
     with open_checkpoint(path) as checkpoint:

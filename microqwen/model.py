@@ -620,11 +620,11 @@ def load(
     mutation: str | None = None,
     prompt_cache: bool = True,
 ) -> Qwen2ForCausalLM:
-    """Load a Qwen2 model: a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `org/name@revision`) or a directory.
+    """Load a Qwen2 model: a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `org/name@revision`), a directory or a .gguf file.
 
     Args:
-        model: a model directory, or a Hub id fetched into (or found in) the Hugging Face cache;
-            None means Qwen/Qwen2.5-0.5B-Instruct.
+        model: a model directory, a .gguf file (llama.cpp's format, `microqwen.gguf`), or a Hub id
+            fetched into (or found in) the Hugging Face cache; None means Qwen/Qwen2.5-0.5B-Instruct.
         workers: 0 computes everything in this process; N starts N worker processes that share out
             the matrix products (the command line uses one per CPU but one).
         kernel: a matrix kernel by name (default: the fastest for this interpreter).
@@ -671,8 +671,8 @@ def load(
         if mutation is not None:
             mutations.plant(mutation, qwen)
         qwen.path = path
-        qwen.tokenizer = tokenizer or (Tokenizer.from_dir(path) if Tokenizer.found_in(path) else None)
-        qwen.sampling, qwen.eos_token_ids = generation_defaults(path, config)
+        qwen.tokenizer = tokenizer or (Tokenizer.from_model(path, weights.metadata) if Tokenizer.found_in(path) else None)
+        qwen.sampling, qwen.eos_token_ids = generation_defaults(path, config, weights.metadata)
         qwen.prompt_cache = PromptCache(qwen) if prompt_cache and mutation is None else None
         return qwen
     except BaseException:

@@ -34,9 +34,9 @@ values), and storing into `array('f')` rounds it once to the nearest float32. Th
 what the reference computes (the `gguf` package's float32 numpy arithmetic, which transformers
 uses to load a GGUF file). The float types F32, F16 and BF16 are widened by their bits.
 
-The `dot_*` kernels compute a row of W times x straight from the blocks, llama.cpp's way:
-per block, the scale times the dot product of the block's integers with x, minus the minimum
-times the sum of x, so a weight is never materialised. `matvec` runs one over every row.
+`unpack` gives the blocks as integers and scales (`Unpacked`) without making a weight: what the
+block kernels of `microqwen.kernels` compute with (llama.cpp's way: per block, the scale times the
+dot product of the block's integers with x, minus the minimums times sums of x).
 
 The table of every type a GGUF file may name (`TYPES`) follows ggml's `enum ggml_type`
 (ggml docs/gguf.md) and gguf-py's `GGML_QUANT_SIZES` (gguf-py/gguf/constants.py); the layouts
@@ -45,16 +45,20 @@ follow gguf-py's `gguf/quants.py`.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 import sys
 from array import array
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterator, Sequence, TypeVar, Union
 
 from . import bf16
 
 Blocks = Union[bytes, bytearray, "array[int]"]
 """Raw block bytes: `bytes` or an `array('B')` (indexing either gives ints 0..255)."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,6 @@ SIGNED = [byte - 256 if byte > 127 else byte for byte in range(256)]
 """A byte read as an int8: `SIGNED[0xFF] == -1`."""
 
 
-def _half(data: Blocks, at: int) -> float:
-    """The float16 stored little-endian at bytes at, at+1."""
-    return F16[data[at] | data[at + 1] << 8]
-
-
 # ---------------------------------------------------------------- plain floats (exact: bits, not arithmetic)
 
 
@@ -146,74 +145,174 @@ def dequantize_f16(data: Blocks) -> array[float]:
 def dequantize_bf16(data: Blocks) -> array[float]:
     """BF16: 2 bytes per weight, the top half of a float32 (`microqwen.bf16`), little-endian."""
     return bf16.to_floats(bytes(data))
+# ---------------------------------------------------------------- block formats: integers and scales
 
 
-# ---------------------------------------------------------------- blocks of 32
+@dataclass(frozen=True)
+class Unpacked:
+    """Whole blocks of one format as an integer per weight, a scale per block, and per group of 16 or 32
+    a small integer scale and a minimum (for the formats that have them):
+
+        weight[i] = scales[i // block] * steps[i // group] * codes[i] - mins[i // group]
+
+    `scales` is each block's float16 d (a block is 32 weights, or 256 for the k-quants), `codes` the
+    integers q (`array('b')`: Q4_0's is q - 8), `steps` a k-quant's 4-, 6- or 8-bit group scales (None:
+    1), `mins` its dmin * m[g], or the _1 formats' -m (None: 0). `folded()` gives steps * codes, the
+    integers that one d scales over a whole block, as llama.cpp's dot products sum them.
+    """
+
+    codes: array[int]
+    scales: list[float]
+    steps: list[int] | None
+    mins: list[float] | None
+    block: int
+    group: int
+
+    def weights(self) -> Iterator[float]:
+        """Each weight in order, computed exactly (float64 holds every product) and as the reference
+        multiplies: (d * s[g]) * q, so that a zero has the reference's sign."""
+        scales: Iterator[float] = _each(self.scales, self.block)
+        if self.steps is not None:
+            scales = map(operator.mul, scales, _each(self.steps, self.group))
+        scaled = map(operator.mul, scales, self.codes)
+        return scaled if self.mins is None else map(operator.sub, scaled, _each(self.mins, self.group))
+
+    def folded(self) -> array[int]:
+        """steps[i // group] * codes[i] for every weight (`array('h')`: a k-quant's reach -4096..4096)."""
+        if self.steps is None:
+            return array("h", self.codes)
+        return array("h", map(operator.mul, self.codes, _each(self.steps, self.group)))
 
 
-def dequantize_q8_0(data: Blocks) -> list[float]:
+def _each(values: Sequence[_T], times: int) -> Iterator[_T]:
+    """Every value repeated `times` times: a block's scale for each of its weights."""
+    return itertools.chain.from_iterable(map(itertools.repeat, values, itertools.repeat(times)))
+
+
+class _Columns:
+    """Whole blocks read column by column: byte k of every block at once, as one Python integer.
+
+    Byte b of the integer `byte(k)` is byte k of block b, so a shift and a mask act on every block
+    together in C: `low(k)` is the low nibble of byte k in each block. `codes` puts such columns,
+    one per weight of a block, in weight order.
+    """
+
+    def __init__(self, data: Blocks, type_size: int) -> None:
+        self.data = bytes(data)
+        self.size = type_size
+        self.count = len(self.data) // type_size
+        self._every: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+
+    def every(self, value: int) -> int:
+        """`value` in every block's byte: 0x0F0F...0F for 15."""
+        if value not in self._every:
+            self._every[value] = int.from_bytes(bytes([value]) * self.count, "little")
+        return self._every[value]
+
+    def byte(self, k: int) -> int:
+        if k not in self._bytes:
+            self._bytes[k] = int.from_bytes(self.data[k :: self.size], "little")
+        return self._bytes[k]
+
+    def bits(self, k: int, shift: int, width: int) -> int:
+        """Bits shift..shift+width-1 of byte k of every block (shift + width <= 8)."""
+        return self.byte(k) >> shift & self.every((1 << width) - 1)
+
+    def low(self, k: int) -> int:
+        return self.bits(k, 0, 4)
+
+    def high(self, k: int) -> int:
+        return self.bits(k, 4, 4)
+
+    def ints(self, column: int) -> list[int]:
+        """The per-block values of a column, block by block."""
+        return list(column.to_bytes(self.count, "little"))
+
+    def half(self, k: int) -> list[float]:
+        """The float16 at bytes k, k+1 of every block."""
+        pairs = bytearray(2 * self.count)
+        pairs[0::2], pairs[1::2] = self.data[k :: self.size], self.data[k + 1 :: self.size]
+        halves = array("H")
+        halves.frombytes(bytes(pairs))
+        if sys.byteorder == "big":
+            halves.byteswap()
+        return list(map(F16.__getitem__, halves))
+
+    def codes(self, columns: Sequence[int], offset: int) -> array[int]:
+        """Each weight's q + offset (-128..127) in weight order, where columns[i] holds q of weight i of every block."""
+        width, count = len(columns), self.count
+        biased = bytearray(width * count)  # q + offset + 128, one byte each
+        for i, column in enumerate(columns):
+            biased[i::width] = (column + self.every(128 + offset)).to_bytes(count, "little")
+        codes = array("b")
+        codes.frombytes(bytes(biased).translate(_TWOS_COMPLEMENT))
+        return codes
+
+    def per_group(self, values: Sequence[Sequence[_T]]) -> list[_T]:
+        """values[g][b] (group g of block b) in weight order: block 0's groups, then block 1's, ..."""
+        out: list[_T] = [values[0][0]] * (len(values) * self.count) if self.count else []
+        for g, column in enumerate(values):
+            out[g :: len(values)] = column
+        return out
+
+
+_TWOS_COMPLEMENT = bytes(byte ^ 0x80 for byte in range(256))
+"""A byte v = code + 128 -> the code as a signed byte (two's complement)."""
+
+
+def unpack_q8_0(data: Blocks) -> Unpacked:
     """Q8_0: 32 weights in 34 bytes, weight = d * q.
 
         bytes 0-1     d, float16
         bytes 2-33    q[0..31], one int8 each
     """
-    values: list[float] = []
-    for b in range(0, len(data), 34):
-        d = _half(data, b)
-        values += [d * SIGNED[q] for q in data[b + 2 : b + 34]]
-    return values
+    b = _Columns(data, 34)
+    return Unpacked(b.codes([b.byte(2 + i) ^ b.every(0x80) for i in range(32)], -128), b.half(0), None, None, 32, 32)
 
 
-def dequantize_q4_0(data: Blocks) -> list[float]:
+def unpack_q4_0(data: Blocks) -> Unpacked:
     """Q4_0: 32 weights in 18 bytes, weight = d * (q - 8) with q in 0..15.
 
         bytes 0-1     d, float16
         bytes 2-17    16 bytes: byte 2+i holds q[i] in its low nibble, q[i+16] in its high nibble
     """
-    values: list[float] = []
-    for b in range(0, len(data), 18):
-        d, qs = _half(data, b), data[b + 2 : b + 18]
-        values += [d * ((q & 15) - 8) for q in qs]
-        values += [d * ((q >> 4) - 8) for q in qs]
-    return values
+    b = _Columns(data, 18)
+    codes = b.codes([b.low(2 + i) for i in range(16)] + [b.high(2 + i) for i in range(16)], -8)
+    return Unpacked(codes, b.half(0), None, None, 32, 32)
 
 
-def dequantize_q4_1(data: Blocks) -> list[float]:
+def unpack_q4_1(data: Blocks) -> Unpacked:
     """Q4_1: 32 weights in 20 bytes, weight = d * q + m with q in 0..15.
 
         bytes 0-1     d, float16
         bytes 2-3     m, float16 (the block's minimum)
         bytes 4-19    q as in Q4_0: low nibbles are q[0..15], high nibbles q[16..31]
     """
-    values: list[float] = []
-    for b in range(0, len(data), 20):
-        d, m, qs = _half(data, b), _half(data, b + 2), data[b + 4 : b + 20]
-        values += [d * (q & 15) + m for q in qs]
-        values += [d * (q >> 4) + m for q in qs]
-    return values
+    b = _Columns(data, 20)
+    codes = b.codes([b.low(4 + i) for i in range(16)] + [b.high(4 + i) for i in range(16)], 0)
+    return Unpacked(codes, b.half(0), None, [-m for m in b.half(2)], 32, 32)
 
 
-def _fifth_bits(data: Blocks, at: int) -> int:
-    """The 32-bit little-endian word at `at`: bit i is the fifth (high) bit of q[i] in Q5_0/Q5_1."""
-    return data[at] | data[at + 1] << 8 | data[at + 2] << 16 | data[at + 3] << 24
+def _five_bits(b: _Columns, qh: int, qs: int) -> list[int]:
+    """q[0..31] of Q5_0 / Q5_1: the low 4 bits as in Q4_0 from bytes qs.., bit 4 of q[i] is bit i of the
+    32-bit little-endian word at qh (bit i % 8 of byte qh + i // 8)."""
+    low = [b.low(qs + i) for i in range(16)] + [b.high(qs + i) for i in range(16)]
+    return [low[i] | b.bits(qh + i // 8, i % 8, 1) << 4 for i in range(32)]
 
 
-def dequantize_q5_0(data: Blocks) -> list[float]:
+def unpack_q5_0(data: Blocks) -> Unpacked:
     """Q5_0: 32 weights in 22 bytes, weight = d * (q - 16) with q in 0..31.
 
         bytes 0-1     d, float16
         bytes 2-5     qh, a little-endian uint32: bit i is bit 4 of q[i]
         bytes 6-21    the low 4 bits of q as in Q4_0: low nibbles q[0..15], high nibbles q[16..31]
     """
-    values: list[float] = []
-    for b in range(0, len(data), 22):
-        d, qh, qs = _half(data, b), _fifth_bits(data, b + 2), data[b + 6 : b + 22]
-        values += [d * ((q & 15 | (qh >> i & 1) << 4) - 16) for i, q in enumerate(qs)]
-        values += [d * ((q >> 4 | (qh >> (i + 16) & 1) << 4) - 16) for i, q in enumerate(qs)]
-    return values
+    b = _Columns(data, 22)
+    return Unpacked(b.codes(_five_bits(b, 2, 6), -16), b.half(0), None, None, 32, 32)
 
 
-def dequantize_q5_1(data: Blocks) -> list[float]:
+def unpack_q5_1(data: Blocks) -> Unpacked:
     """Q5_1: 32 weights in 24 bytes, weight = d * q + m with q in 0..31.
 
         bytes 0-1     d, float16
@@ -221,18 +320,11 @@ def dequantize_q5_1(data: Blocks) -> list[float]:
         bytes 4-7     qh: bit i is bit 4 of q[i]
         bytes 8-23    the low 4 bits of q, as in Q5_0
     """
-    values: list[float] = []
-    for b in range(0, len(data), 24):
-        d, m, qh, qs = _half(data, b), _half(data, b + 2), _fifth_bits(data, b + 4), data[b + 8 : b + 24]
-        values += [d * (q & 15 | (qh >> i & 1) << 4) + m for i, q in enumerate(qs)]
-        values += [d * (q >> 4 | (qh >> (i + 16) & 1) << 4) + m for i, q in enumerate(qs)]
-    return values
+    b = _Columns(data, 24)
+    return Unpacked(b.codes(_five_bits(b, 4, 8), 0), b.half(0), None, [-m for m in b.half(2)], 32, 32)
 
 
-# ---------------------------------------------------------------- super-blocks of 256 (k-quants)
-
-
-def dequantize_q2_k(data: Blocks) -> list[float]:
+def unpack_q2_k(data: Blocks) -> Unpacked:
     """Q2_K: 256 weights in 84 bytes, weight = d * s[g] * q - dmin * m[g] with q in 0..3.
 
         bytes 0-15    one byte per group g of 16 weights: s[g] in the low nibble, m[g] in the high
@@ -241,68 +333,54 @@ def dequantize_q2_k(data: Blocks) -> list[float]:
         bytes 80-81   d, float16
         bytes 82-83   dmin, float16
     """
-    values: list[float] = []
-    for b in range(0, len(data), 84):
-        d, dmin = _half(data, b + 80), _half(data, b + 82)
-        for h in range(2):
-            qs = b + 16 + 32 * h
-            for k in range(4):
-                for half in range(2):  # the two groups of 16 that these 32 weights form
-                    scale = data[b + 8 * h + 2 * k + half]
-                    dl, ml = d * (scale & 15), dmin * (scale >> 4)
-                    start = qs + 16 * half
-                    values += [dl * (q >> 2 * k & 3) - ml for q in data[start : start + 16]]
-    return values
+    b = _Columns(data, 84)
+    q = b.codes([b.bits(16 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) for i in range(256)], 0)
+    steps = b.per_group([b.ints(b.low(g)) for g in range(16)])
+    mins = b.per_group([[x * m for x, m in zip(b.half(82), b.ints(b.high(g)))] for g in range(16)])
+    return Unpacked(q, b.half(80), steps, mins, 256, 16)
 
 
-def _q3_k_scales(data: Blocks, at: int) -> list[int]:
-    """The 16 six-bit scales of a Q3_K block, minus 32, from the 12 bytes at `at`.
-
-    Bytes 0-7 hold the low 4 bits (scale j < 8 in the low nibble of byte j, scale j >= 8 in the
-    high nibble of byte j - 8); bytes 8-11 hold the high 2 bits (scale j in bits 2(j // 4) ..
-    2(j // 4) + 1 of byte 8 + j % 4).
-    """
-    return [(data[at + j % 8] >> 4 * (j // 8) & 15 | (data[at + 8 + j % 4] >> 2 * (j // 4) & 3) << 4) - 32
-            for j in range(16)]  # fmt: skip
-
-
-def dequantize_q3_k(data: Blocks) -> list[float]:
+def unpack_q3_k(data: Blocks) -> Unpacked:
     """Q3_K: 256 weights in 110 bytes, weight = d * s[g] * q with q in -4..3 and s[g] in -32..31.
 
         bytes 0-31    hmask: bit k of byte l is the high bit of weight 32k + l; q = low - 4 where it is 0
         bytes 32-95   the low 2 bits of q, packed as Q2_K's q: weight 128h + 32k + l in bits 2k..2k+1
                       of byte 32+32h+l
-        bytes 96-107  s, 16 six-bit scales, one per group of 16 weights (see `_q3_k_scales`)
+        bytes 96-107  s, 16 six-bit scales, one per group of 16 weights, minus 32: bytes 96-103 hold the
+                      low 4 bits (scale j < 8 in the low nibble of byte 96+j, j >= 8 in the high nibble
+                      of byte 88+j), bytes 104-107 the high 2 bits (scale j in bits 2(j // 4) ..
+                      2(j // 4) + 1 of byte 104 + j % 4)
         bytes 108-109 d, float16
     """
-    values: list[float] = []
-    for b in range(0, len(data), 110):
-        d, scales = _half(data, b + 108), _q3_k_scales(data, b + 96)
-        for h in range(2):
-            for k in range(4):
-                bit = 4 * h + k  # weights 128h + 32k + l have their high bit in bit 4h + k of hmask[l]
-                for half in range(2):
-                    dl = d * scales[8 * h + 2 * k + half]
-                    first = 16 * half
-                    values += [dl * ((data[b + 32 + 32 * h + l] >> 2 * k & 3) - (0 if data[b + l] >> bit & 1 else 4))
-                               for l in range(first, first + 16)]  # fmt: skip
-    return values
+    b = _Columns(data, 110)
+    q = b.codes([b.bits(32 + 32 * (i // 128) + i % 32, 2 * (i // 32 % 4), 2) | b.bits(i % 32, i // 32, 1) << 2
+                 for i in range(256)], -4)  # fmt: skip
+    six_bits = [b.bits(96 + j % 8, 4 * (j // 8), 4) | b.bits(104 + j % 4, 2 * (j // 4), 2) << 4 for j in range(16)]
+    steps = b.per_group([[s - 32 for s in b.ints(c)] for c in six_bits])
+    return Unpacked(q, b.half(108), steps, None, 256, 16)
 
 
-def _k_scales(data: Blocks, at: int) -> tuple[list[int], list[int]]:
-    """The 8 six-bit scales and 8 six-bit minimums of a Q4_K / Q5_K block, from the 12 bytes at `at`.
+def _k_scales(b: _Columns) -> tuple[list[int], list[int]]:
+    """The columns of the 8 six-bit scales and 8 six-bit minimums of Q4_K / Q5_K, bytes 4-15:
 
-        bytes 0-3     scale j (j < 4) in bits 0-5; bits 6-7 are the top bits of scale j + 4
-        bytes 4-7     min j (j < 4) in bits 0-5; bits 6-7 are the top bits of min j + 4
-        bytes 8-11    scale j + 4 low 4 bits in the low nibble, min j + 4 low 4 bits in the high
+        bytes 4-7     scale j (j < 4) in bits 0-5; bits 6-7 are the top bits of scale j + 4
+        bytes 8-11    min j (j < 4) in bits 0-5; bits 6-7 are the top bits of min j + 4
+        bytes 12-15   scale j + 4 low 4 bits in the low nibble, min j + 4 low 4 bits in the high
     """
-    s = data[at : at + 12]
-    scales = [s[j] & 63 for j in range(4)] + [s[j + 8] & 15 | (s[j] >> 6) << 4 for j in range(4)]
-    mins = [s[j + 4] & 63 for j in range(4)] + [s[j + 8] >> 4 | (s[j + 4] >> 6) << 4 for j in range(4)]
+    scales = [b.bits(4 + j, 0, 6) for j in range(4)] + [b.low(12 + j) | b.bits(4 + j, 6, 2) << 4 for j in range(4)]
+    mins = [b.bits(8 + j, 0, 6) for j in range(4)] + [b.high(12 + j) | b.bits(8 + j, 6, 2) << 4 for j in range(4)]
     return scales, mins
 
 
-def dequantize_q4_k(data: Blocks) -> list[float]:
+def _k_groups(b: _Columns, q: array[int]) -> Unpacked:
+    """Q4_K / Q5_K from their q: 8 groups of 32 with scales s[j] and minimums dmin * m[j]."""
+    scales, mins = _k_scales(b)
+    dmin = b.half(2)
+    return Unpacked(q, b.half(0), b.per_group([b.ints(c) for c in scales]),
+                    b.per_group([[x * m for x, m in zip(dmin, b.ints(c))] for c in mins]), 256, 32)  # fmt: skip
+
+
+def unpack_q4_k(data: Blocks) -> Unpacked:
     """Q4_K: 256 weights in 144 bytes, weight = d * s[j] * q - dmin * m[j] with q in 0..15.
 
         bytes 0-1     d, float16
@@ -311,20 +389,12 @@ def dequantize_q4_k(data: Blocks) -> list[float]:
         bytes 16-143  q, 4 bits each: byte 16+32c+l holds weight 64c + l in its low nibble (group 2c)
                       and weight 64c + 32 + l in its high nibble (group 2c + 1)
     """
-    values: list[float] = []
-    for b in range(0, len(data), 144):
-        d, dmin = _half(data, b), _half(data, b + 2)
-        scales, mins = _k_scales(data, b + 4)
-        for c in range(4):
-            qs = data[b + 16 + 32 * c : b + 48 + 32 * c]
-            low_d, low_m = d * scales[2 * c], dmin * mins[2 * c]
-            high_d, high_m = d * scales[2 * c + 1], dmin * mins[2 * c + 1]
-            values += [low_d * (q & 15) - low_m for q in qs]
-            values += [high_d * (q >> 4) - high_m for q in qs]
-    return values
+    b = _Columns(data, 144)
+    nibble = [b.low, b.high]
+    return _k_groups(b, b.codes([nibble[i // 32 % 2](16 + 32 * (i // 64) + i % 32) for i in range(256)], 0))
 
 
-def dequantize_q5_k(data: Blocks) -> list[float]:
+def unpack_q5_k(data: Blocks) -> Unpacked:
     """Q5_K: 256 weights in 176 bytes, weight = d * s[j] * q - dmin * m[j] with q in 0..31.
 
         bytes 0-1     d, float16
@@ -333,21 +403,13 @@ def dequantize_q5_k(data: Blocks) -> list[float]:
         bytes 16-47   qh: bit j of byte 16+l is bit 4 of weight 32j + l
         bytes 48-175  the low 4 bits of q, packed as Q4_K's q
     """
-    values: list[float] = []
-    for b in range(0, len(data), 176):
-        d, dmin = _half(data, b), _half(data, b + 2)
-        scales, mins = _k_scales(data, b + 4)
-        qh = data[b + 16 : b + 48]
-        for c in range(4):
-            qs = data[b + 48 + 32 * c : b + 80 + 32 * c]
-            low_d, low_m = d * scales[2 * c], dmin * mins[2 * c]
-            high_d, high_m = d * scales[2 * c + 1], dmin * mins[2 * c + 1]
-            values += [low_d * (q & 15 | (h >> 2 * c & 1) << 4) - low_m for q, h in zip(qs, qh)]
-            values += [high_d * (q >> 4 | (h >> 2 * c + 1 & 1) << 4) - high_m for q, h in zip(qs, qh)]
-    return values
+    b = _Columns(data, 176)
+    nibble = [b.low, b.high]
+    return _k_groups(b, b.codes([nibble[i // 32 % 2](48 + 32 * (i // 64) + i % 32) | b.bits(16 + i % 32, i // 32, 1) << 4
+                                 for i in range(256)], 0))  # fmt: skip
 
 
-def dequantize_q6_k(data: Blocks) -> list[float]:
+def unpack_q6_k(data: Blocks) -> Unpacked:
     """Q6_K: 256 weights in 210 bytes, weight = d * s[g] * (q - 32) with q in 0..63.
 
         bytes 0-127   the low 4 bits of q: for half h, byte 64h+l holds weight 128h + l in its low
@@ -357,19 +419,11 @@ def dequantize_q6_k(data: Blocks) -> list[float]:
         bytes 192-207 s[g], one int8 scale per group g of 16 weights
         bytes 208-209 d, float16
     """
-    values: list[float] = []
-    for b in range(0, len(data), 210):
-        d = _half(data, b + 208)
-        for h in range(2):
-            for k in range(4):  # weights 128h + 32k + l, l in 0..31
-                low_byte, shift = b + 64 * h + 32 * (k % 2), 4 * (k // 2)
-                high_byte = b + 128 + 32 * h
-                for half in range(2):
-                    dl = d * SIGNED[data[b + 192 + 8 * h + 2 * k + half]]
-                    first = 16 * half
-                    values += [dl * ((data[low_byte + l] >> shift & 15 | (data[high_byte + l] >> 2 * k & 3) << 4) - 32)
-                               for l in range(first, first + 16)]  # fmt: skip
-    return values
+    b = _Columns(data, 210)
+    q = b.codes([b.bits(64 * (i // 128) + i % 64, 4 * (i % 128 // 64), 4)
+                 | b.bits(128 + 32 * (i // 128) + i % 32, 2 * (i % 128 // 32), 2) << 4 for i in range(256)], -32)  # fmt: skip
+    steps = b.per_group([[SIGNED[s] for s in b.ints(b.byte(192 + g))] for g in range(16)])
+    return Unpacked(q, b.half(208), steps, None, 256, 16)
 
 
 FLOATS: dict[str, Callable[[Blocks], array[float]]] = {
@@ -377,15 +431,39 @@ FLOATS: dict[str, Callable[[Blocks], array[float]]] = {
 }
 """The float types, widened to float32 bit for bit."""
 
-BLOCK_FORMATS: dict[str, Callable[[Blocks], list[float]]] = {
-    "Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1, "Q5_0": dequantize_q5_0,
-    "Q5_1": dequantize_q5_1, "Q2_K": dequantize_q2_k, "Q3_K": dequantize_q3_k, "Q4_K": dequantize_q4_k,
-    "Q5_K": dequantize_q5_k, "Q6_K": dequantize_q6_k,
+BLOCK_FORMATS: dict[str, Callable[[Blocks], Unpacked]] = {
+    "Q8_0": unpack_q8_0, "Q4_0": unpack_q4_0, "Q4_1": unpack_q4_1, "Q5_0": unpack_q5_0,
+    "Q5_1": unpack_q5_1, "Q2_K": unpack_q2_k, "Q3_K": unpack_q3_k, "Q4_K": unpack_q4_k,
+    "Q5_K": unpack_q5_k, "Q6_K": unpack_q6_k,
 }  # fmt: skip
-"""The block formats, each decoded to its exact weights (float64, before the rounding to float32)."""
+"""The block formats, each unpacked into integers and scales."""
 
 SUPPORTED = (*FLOATS, *BLOCK_FORMATS)
 """The types microqwen can decode: the float types and the formats of the Qwen2.5 GGUF files."""
+
+
+def _check(type_name: str, data: Blocks) -> None:
+    if type_name not in SUPPORTED:
+        raise ValueError(f"cannot dequantise {type_name}; microqwen reads {', '.join(SUPPORTED)}")
+    type_size = BY_NAME[type_name].type_size
+    if len(data) % type_size:
+        raise ValueError(f"{len(data)} bytes are not whole {type_name} blocks of {type_size} bytes")
+
+
+def unpack(type_name: str, data: Blocks) -> Unpacked:
+    """Whole blocks of a block format as codes, scales and minimums (`Unpacked`).
+
+    ```python
+    >>> u = unpack("Q4_0", bytes([0x00, 0x38]) + bytes([0x3A] + [0x88] * 15))   # d = 0.5; byte 0x3A: q[0] = 10, q[16] = 3
+    >>> u.codes[0], u.codes[16], u.scales, u.block                               # codes q - 8
+    (2, -5, [0.5], 32)
+
+    ```
+    """
+    _check(type_name, data)
+    if type_name not in BLOCK_FORMATS:
+        raise ValueError(f"{type_name} is a float type, not a block format")
+    return BLOCK_FORMATS[type_name](data)
 
 
 def dequantize(type_name: str, data: Blocks) -> array[float]:
@@ -398,215 +476,7 @@ def dequantize(type_name: str, data: Blocks) -> array[float]:
 
     ```
     """
-    if type_name not in SUPPORTED:
-        raise ValueError(f"cannot dequantise {type_name}; microqwen reads {', '.join(SUPPORTED)}")
-    type_size = BY_NAME[type_name].type_size
-    if len(data) % type_size:
-        raise ValueError(f"{len(data)} bytes are not whole {type_name} blocks of {type_size} bytes")
+    _check(type_name, data)
     if type_name in FLOATS:
         return FLOATS[type_name](data)
-    return array("f", BLOCK_FORMATS[type_name](data))
-
-
-# ---------------------------------------------------------------- block dot products
-
-DotKernel = Callable[[Blocks, int, Sequence[float], Sequence[float]], float]
-"""(blocks, byte offset of the row, x, sums of x per 16) -> the row's dot product with x."""
-
-
-def group_sums(x: Sequence[float]) -> list[float]:
-    """The sum of each group of 16 entries of x: what the minimum terms multiply (len(x) % 16 == 0)."""
-    return [sum(x[i : i + 16]) for i in range(0, len(x), 16)]
-
-
-def dot_q8_0(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over blocks of d * sum_i q[i] x[i]."""
-    total = 0.0
-    for block in range(len(x) // 32):
-        b, j = offset + 34 * block, 32 * block
-        s = 0.0
-        for i in range(32):
-            s += SIGNED[data[b + 2 + i]] * x[j + i]
-        total += F16[data[b] | data[b + 1] << 8] * s
-    return total
-
-
-def dot_q4_0(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over blocks of d * (sum_i q[i] x[i] - 8 * sum_i x[i])."""
-    total = 0.0
-    for block in range(len(x) // 32):
-        b, j = offset + 18 * block, 32 * block
-        s = 0.0
-        for i in range(16):
-            q = data[b + 2 + i]
-            s += (q & 15) * x[j + i] + (q >> 4) * x[j + 16 + i]
-        total += F16[data[b] | data[b + 1] << 8] * (s - 8.0 * (sums[2 * block] + sums[2 * block + 1]))
-    return total
-
-
-def dot_q4_1(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over blocks of d * sum_i q[i] x[i] + m * sum_i x[i]."""
-    total = 0.0
-    for block in range(len(x) // 32):
-        b, j = offset + 20 * block, 32 * block
-        s = 0.0
-        for i in range(16):
-            q = data[b + 4 + i]
-            s += (q & 15) * x[j + i] + (q >> 4) * x[j + 16 + i]
-        m = F16[data[b + 2] | data[b + 3] << 8]
-        total += F16[data[b] | data[b + 1] << 8] * s + m * (sums[2 * block] + sums[2 * block + 1])
-    return total
-
-
-def dot_q5_0(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over blocks of d * (sum_i q[i] x[i] - 16 * sum_i x[i])."""
-    total = 0.0
-    for block in range(len(x) // 32):
-        b, j = offset + 22 * block, 32 * block
-        qh = data[b + 2] | data[b + 3] << 8 | data[b + 4] << 16 | data[b + 5] << 24
-        s = 0.0
-        for i in range(16):
-            q = data[b + 6 + i]
-            s += ((q & 15) | (qh >> i & 1) << 4) * x[j + i] + ((q >> 4) | (qh >> (i + 16) & 1) << 4) * x[j + 16 + i]
-        total += F16[data[b] | data[b + 1] << 8] * (s - 16.0 * (sums[2 * block] + sums[2 * block + 1]))
-    return total
-
-
-def dot_q5_1(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over blocks of d * sum_i q[i] x[i] + m * sum_i x[i]."""
-    total = 0.0
-    for block in range(len(x) // 32):
-        b, j = offset + 24 * block, 32 * block
-        qh = data[b + 4] | data[b + 5] << 8 | data[b + 6] << 16 | data[b + 7] << 24
-        s = 0.0
-        for i in range(16):
-            q = data[b + 8 + i]
-            s += ((q & 15) | (qh >> i & 1) << 4) * x[j + i] + ((q >> 4) | (qh >> (i + 16) & 1) << 4) * x[j + 16 + i]
-        m = F16[data[b + 2] | data[b + 3] << 8]
-        total += F16[data[b] | data[b + 1] << 8] * s + m * (sums[2 * block] + sums[2 * block + 1])
-    return total
-
-
-def dot_q2_k(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over groups g of 16: d * s[g] * sum_i q[i] x[i] - dmin * m[g] * sum_i x[i]."""
-    total = 0.0
-    for block in range(len(x) // 256):
-        b, j = offset + 84 * block, 256 * block
-        scaled = minimum = 0.0
-        for g in range(16):  # g = 8h + 2k + half: weights 128h + 32k + 16 half + l
-            h, k, half = g >> 3, (g >> 1) & 3, g & 1
-            qs, xs, shift = b + 16 + 32 * h + 16 * half, j + 128 * h + 32 * k + 16 * half, 2 * k
-            s = 0.0
-            for l in range(16):
-                s += (data[qs + l] >> shift & 3) * x[xs + l]
-            scale = data[b + g]
-            scaled += (scale & 15) * s
-            minimum += (scale >> 4) * sums[(xs >> 4)]
-        total += F16[data[b + 80] | data[b + 81] << 8] * scaled - F16[data[b + 82] | data[b + 83] << 8] * minimum
-    return total
-
-
-def dot_q3_k(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over groups g of 16: d * s[g] * sum_i q[i] x[i], q = low 2 bits - (4 unless the hmask bit is set)."""
-    total = 0.0
-    for block in range(len(x) // 256):
-        b, j = offset + 110 * block, 256 * block
-        scales = _q3_k_scales(data, b + 96)
-        scaled = 0.0
-        for g in range(16):
-            h, k, half = g >> 3, (g >> 1) & 3, g & 1
-            qs, xs, shift, bit = b + 32 + 32 * h + 16 * half, j + 128 * h + 32 * k + 16 * half, 2 * k, 4 * h + k
-            hm = b + 16 * half
-            s = 0.0
-            for l in range(16):
-                q = (data[qs + l] >> shift & 3) - 4 + (data[hm + l] >> bit & 1) * 4
-                s += q * x[xs + l]
-            scaled += scales[g] * s
-        total += F16[data[b + 108] | data[b + 109] << 8] * scaled
-    return total
-
-
-def dot_q4_k(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over groups j of 32: d * s[j] * sum_i q[i] x[i] - dmin * m[j] * sum_i x[i]."""
-    total = 0.0
-    for block in range(len(x) // 256):
-        b, j = offset + 144 * block, 256 * block
-        scales, mins = _k_scales(data, b + 4)
-        scaled = minimum = 0.0
-        for c in range(4):
-            qs, xs = b + 16 + 32 * c, j + 64 * c
-            low = high = 0.0
-            for l in range(32):
-                q = data[qs + l]
-                low += (q & 15) * x[xs + l]
-                high += (q >> 4) * x[xs + 32 + l]
-            g = xs >> 4  # the first group of 16 of these 64 weights
-            scaled += scales[2 * c] * low + scales[2 * c + 1] * high
-            minimum += mins[2 * c] * (sums[g] + sums[g + 1]) + mins[2 * c + 1] * (sums[g + 2] + sums[g + 3])
-        total += F16[data[b] | data[b + 1] << 8] * scaled - F16[data[b + 2] | data[b + 3] << 8] * minimum
-    return total
-
-
-def dot_q5_k(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """As `dot_q4_k`, with the fifth bit of each q from qh."""
-    total = 0.0
-    for block in range(len(x) // 256):
-        b, j = offset + 176 * block, 256 * block
-        scales, mins = _k_scales(data, b + 4)
-        scaled = minimum = 0.0
-        for c in range(4):
-            qs, xs, low_bit, high_bit = b + 48 + 32 * c, j + 64 * c, 2 * c, 2 * c + 1
-            low = high = 0.0
-            for l in range(32):
-                q, h = data[qs + l], data[b + 16 + l]
-                low += ((q & 15) | (h >> low_bit & 1) << 4) * x[xs + l]
-                high += ((q >> 4) | (h >> high_bit & 1) << 4) * x[xs + 32 + l]
-            g = xs >> 4
-            scaled += scales[2 * c] * low + scales[2 * c + 1] * high
-            minimum += mins[2 * c] * (sums[g] + sums[g + 1]) + mins[2 * c + 1] * (sums[g + 2] + sums[g + 3])
-        total += F16[data[b] | data[b + 1] << 8] * scaled - F16[data[b + 2] | data[b + 3] << 8] * minimum
-    return total
-
-
-def dot_q6_k(data: Blocks, offset: int, x: Sequence[float], sums: Sequence[float]) -> float:
-    """sum over groups g of 16: d * s[g] * (sum_i q[i] x[i] - 32 * sum_i x[i])."""
-    total = 0.0
-    for block in range(len(x) // 256):
-        b, j = offset + 210 * block, 256 * block
-        scaled = 0.0
-        for g in range(16):
-            h, k, half = g >> 3, (g >> 1) & 3, g & 1
-            low_byte = b + 64 * h + 32 * (k & 1) + 16 * half
-            high_byte, shift = b + 128 + 32 * h + 16 * half, 4 * (k >> 1)
-            xs = j + 128 * h + 32 * k + 16 * half
-            s = 0.0
-            for l in range(16):
-                s += ((data[low_byte + l] >> shift & 15) | (data[high_byte + l] >> 2 * k & 3) << 4) * x[xs + l]
-            scaled += SIGNED[data[b + 192 + g]] * (s - 32.0 * sums[xs >> 4])
-        total += F16[data[b + 208] | data[b + 209] << 8] * scaled
-    return total
-
-
-DOT_KERNELS: dict[str, DotKernel] = {
-    "Q8_0": dot_q8_0, "Q4_0": dot_q4_0, "Q4_1": dot_q4_1, "Q5_0": dot_q5_0, "Q5_1": dot_q5_1,
-    "Q2_K": dot_q2_k, "Q3_K": dot_q3_k, "Q4_K": dot_q4_k, "Q5_K": dot_q5_k, "Q6_K": dot_q6_k,
-}  # fmt: skip
-"""The block dot product of each quantised type (the float types use the bf16-style kernels)."""
-
-
-def matvec(type_name: str, data: Blocks, x: Sequence[float]) -> list[float]:
-    """y = W x for the rows of W held in `data` (whole rows of blocks of `type_name`), x a list of floats.
-
-    ```python
-    >>> block = bytes([0x00, 0x38]) + bytes([1] * 32)     # Q8_0: d = 0.5 (float16 0x3800), every q = 1
-    >>> matvec("Q8_0", block * 2, [1.0] * 32)             # two rows of one block
-    [16.0, 16.0]
-
-    ```
-    """
-    ggml_type, kernel = BY_NAME[type_name], DOT_KERNELS[type_name]
-    row_bytes = ggml_type.row_bytes(len(x))
-    if len(x) % ggml_type.block_size or len(data) % row_bytes:
-        raise ValueError(f"{len(data)} bytes are not whole {type_name} rows of {len(x)} weights ({row_bytes} bytes)")
-    sums = group_sums(x)
-    return [kernel(data, offset, x, sums) for offset in range(0, len(data), row_bytes)]
+    return array("f", BLOCK_FORMATS[type_name](data).weights())

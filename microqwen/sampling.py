@@ -42,7 +42,7 @@ import math
 import os
 import random
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import Config, eos_token_ids
 from .errors import ConfigError, MicroQwenError, UsageError
@@ -171,15 +171,44 @@ def read_eos_token_ids(path: str) -> tuple[int, ...]:
     return eos_token_ids(_read_object(path), path)
 
 
-def generation_defaults(model_dir: str, config: Config) -> tuple[SamplingParams, tuple[int, ...]]:
+GGUF_SAMPLING = {"temperature": "general.sampling.temp", "top_k": "general.sampling.top_k",
+                 "top_p": "general.sampling.top_p", "min_p": "general.sampling.min_p"}
+"""The keys of a GGUF file for sampling defaults, which llama.cpp's converter copies from generation_config.json."""
+
+
+def gguf_sampling(metadata: Mapping[str, object], source: str) -> SamplingParams:
+    """A GGUF file's sampling defaults: the `general.sampling.*` keys, if the file has them.
+
+    A file converted from a model with a generation_config.json may carry its temperature, top_k,
+    top_p and min_p (gguf-py copies them); a key left out takes transformers' default, as for that
+    file. A file with none of them (Qwen's own Q4_K_M files have none) means greedy decoding, as a
+    model directory without generation_config.json does: the same text on every run, which
+    `--temp` changes.
+    """
+    if not any(key in metadata for key in GGUF_SAMPLING.values()):
+        return SamplingParams(temperature=0.0)
+    values: dict[str, Any] = {field: metadata.get(key, TRANSFORMERS_DEFAULTS.get(field, 0.0))
+                              for field, key in GGUF_SAMPLING.items()}  # fmt: skip
+    try:
+        return SamplingParams(**values)
+    except UsageError as e:
+        raise ConfigError(f"{source}: general.sampling: {e}") from None
+
+
+def generation_defaults(path: str, config: Config, metadata: Mapping[str, object] | None = None,
+                        ) -> tuple[SamplingParams, tuple[int, ...]]:  # fmt: skip
     """How the model's authors want it sampled, and the ids that end generation.
 
-    Both from generation_config.json; without that file, greedy decoding and config.json's eos ids.
+    A directory: both from generation_config.json; without that file, greedy decoding and config.json's
+    eos ids. A GGUF file (`metadata`, its key/value pairs): `gguf_sampling`, and the eos ids of its
+    config (`Config.from_gguf`).
     """
-    path = os.path.join(model_dir, "generation_config.json")
-    if not os.path.exists(path):
+    if metadata:
+        return gguf_sampling(metadata, path), config.eos_token_ids
+    file = os.path.join(path, "generation_config.json")
+    if not os.path.exists(file):
         return SamplingParams(temperature=0.0), config.eos_token_ids
-    return SamplingParams.from_generation_config(path), read_eos_token_ids(path) or config.eos_token_ids
+    return SamplingParams.from_generation_config(file), read_eos_token_ids(file) or config.eos_token_ids
 
 
 def _read_object(path: str) -> dict[str, JSON]:

@@ -26,12 +26,12 @@ The same split serves `Shard.run`, one product at a time, which the readable for
 
 from __future__ import annotations
 
-from array import array
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 from .config import Config
-from .kernels import Kernel, Matrix, Vector, kernel_name, load_matrix
+from .kernels import Kernel, Matrix, Vector, kernel_name
 from .linear import JOBS_PER_LAYER, Job
 from .model import KVCache, RotaryEmbedding, attention_output, attention_weights, swiglu
 from .weights import Weights
@@ -71,19 +71,41 @@ class Share:
         return self.units.start, self.units.stop
 
 
-def plan(config: Config, processes: int) -> list[Share]:
-    """Split every layer among `processes` processes: contiguous, nearly equal shares."""
-    heads, n_rep = config.num_attention_heads, config.n_rep
+def plan(config: Config, processes: int, heads_step: int = 1, units_step: int = 1) -> list[Share]:
+    """Split every layer among `processes` processes: contiguous, nearly equal shares.
 
-    def part(n: int, s: int) -> range:
-        return range(n * s // processes, n * (s + 1) // processes)
+    Query heads go in multiples of `heads_step` and MLP units in multiples of `units_step`
+    (`column_steps`): 4864 units in steps of 256 are 19 steps, so of 2 processes the first gets
+    9 (2304 units) and the second 10 (2560).
+    """
+    n_rep = config.n_rep
+
+    def part(n: int, step: int, s: int) -> range:
+        steps = n // step
+        return range(step * (steps * s // processes), step * (steps * (s + 1) // processes))
 
     shares = []
     for s in range(processes):
-        mine = part(heads, s)
+        mine = part(config.num_attention_heads, heads_step, s)
         kv = range(mine.start // n_rep, (mine.stop - 1) // n_rep + 1) if mine else range(0)
-        shares.append(Share(s, processes, mine, kv, part(config.intermediate_size, s), part(config.vocab_size, s)))
+        units, vocab = part(config.intermediate_size, units_step, s), part(config.vocab_size, 1, s)
+        shares.append(Share(s, processes, mine, kv, units, vocab))
     return shares
+
+
+def column_steps(config: Config, weights: Weights, jobs: Sequence[Job]) -> tuple[int, int]:
+    """The query heads and MLP units a share holds a multiple of, so o_proj's and down_proj's columns split
+    on block boundaries: a Q4_K down_proj's rows are blocks of 256 weights, so units go 256 at a time;
+    a Q5_0 o_proj's blocks of 32 hold half a head of 64, so heads go one at a time. (1, 1) for bfloat16."""
+    heads, units = 1, 1
+    for job in jobs:
+        if split_by_columns(job):
+            block = max(weights.block_size(tensor) for tensor in job.tensors)
+            if _kind(job) == "o_proj":
+                heads = math.lcm(heads, block // math.gcd(block, config.head_dim))
+            else:
+                units = math.lcm(units, block)
+    return heads, units
 
 
 def split_by_columns(job: Job) -> bool:
@@ -109,17 +131,12 @@ class Shard:
         self.matrices: list[Matrix] = []
         for job in self.jobs:
             if split_by_columns(job):
-                start, stop = share.columns(job, config)
-                self.columns.append((start, stop))
-                bits = weights.bits(job.tensors, 0, job.rows, (start, stop))
-                self.matrices.append(load_matrix(bits, job.rows, stop - start, kernel))
+                columns = share.columns(job, config)
+                self.columns.append(columns)
+                self.matrices.append(weights.matrix(job.tensors, ((0, job.rows),), columns, kernel))
             else:
-                ranges = share.rows(job, config)
                 self.columns.append(None)
-                bits = array("H")
-                for start, stop in ranges:
-                    bits += weights.bits(job.tensors, start, stop)
-                self.matrices.append(load_matrix(bits, sum(b - a for a, b in ranges), job.cols, kernel))
+                self.matrices.append(weights.matrix(job.tensors, share.rows(job, config), None, kernel))
         n = config.num_hidden_layers
         qkv_jobs = self.jobs[::JOBS_PER_LAYER][:n]
         self.qkv_bias = [_biases(weights, job, share.rows(job, config)) for job in qkv_jobs]
@@ -204,13 +221,13 @@ class ShardedEngine:
 
     local: Shard  # share 0, computed in this process
 
-    def __init__(self, config: Config, jobs: Sequence[Job], processes: int, kernel: Kernel) -> None:
+    def __init__(self, config: Config, weights: Weights, jobs: Sequence[Job], processes: int, kernel: Kernel) -> None:
         self.config = config
         self.kernel = kernel_name(kernel)
         self.jobs = list(jobs)
         self.index = {job.name: i for i, job in enumerate(self.jobs)}
         self.processes = processes
-        self.shares = plan(config, processes)
+        self.shares = plan(config, processes, *column_steps(config, weights, self.jobs))
         self.synced = 0  # the positions every shard's cache holds, the same as the model's cache
         self.kv_owner = [next(s for s in self.shares if g in s.kv_heads) for g in range(config.num_key_value_heads)]
 
@@ -304,7 +321,7 @@ class LocalEngine(ShardedEngine):
     """Every matrix in this process: one shard that owns the whole model (workers=0)."""
 
     def __init__(self, config: Config, weights: Weights, jobs: Sequence[Job], kernel: Kernel = None) -> None:
-        super().__init__(config, jobs, 1, kernel)
+        super().__init__(config, weights, jobs, 1, kernel)
         self.local = Shard(config, weights, self.jobs, self.shares[0], kernel)
 
     def _compute(self, command: int, index: int, xs: Sequence[Vector], pos: int) -> list[list[list[float]]]:

@@ -42,7 +42,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
-from . import chat, pretokenize
+from . import chat, gguf, pretokenize
 from .errors import FormatError, UsageError
 from .jsonparse import JSON, parse_file
 
@@ -218,8 +218,20 @@ class Tokenizer:
 
     @staticmethod
     def found_in(path: str) -> bool:
-        """Does the model directory `path` hold tokenizer files (tokenizer.json or vocab.json)?"""
+        """Does the model at `path` have a tokenizer: a directory with tokenizer.json or vocab.json, or a .gguf file?"""
+        if gguf.is_gguf(path):
+            return True
         return any(os.path.isfile(os.path.join(path, name)) for name in ("tokenizer.json", "vocab.json"))
+
+    @classmethod
+    def from_model(cls, path: str, metadata: Mapping[str, object] | None = None) -> Tokenizer:
+        """The tokenizer of a model directory (`from_dir`) or of a .gguf file (`from_gguf`; `metadata` if read already)."""
+        if not gguf.is_gguf(path):
+            return cls.from_dir(path)
+        if not metadata:
+            with gguf.GGUFFile(path) as f:
+                metadata = f.metadata
+        return cls.from_gguf(metadata, path)
 
     @classmethod
     def from_dir(cls, path: str) -> Tokenizer:

@@ -62,7 +62,7 @@ from .config import Config
 from .errors import WorkerError
 from .kernels import Kernel, Matrix, Vector
 from .linear import TOKENS_PER_PASS, Job, linear_jobs
-from .shards import ATTENTION, MLP, RUN, Share, Shard, ShardedEngine, compute, plan, split_by_columns
+from .shards import ATTENTION, MLP, RUN, Share, Shard, ShardedEngine, column_steps, compute, plan, split_by_columns
 from .weights import Weights, open_model
 
 SPIN_SECONDS = 0.005
@@ -154,7 +154,7 @@ class WorkerPool(ShardedEngine):
 
     def __init__(self, path: str, config: Config, weights: Weights, jobs: Sequence[Job], n_workers: int,
                  kernel: Kernel = None, mutation: str | None = None) -> None:  # fmt: skip
-        super().__init__(config, jobs, n_workers + 1, kernel)
+        super().__init__(config, weights, jobs, n_workers + 1, kernel)
         self.n_workers = n_workers
         self.workers: list[Worker] = []
         self.sequence = 0  # numbers each request, so a late answer to an interrupted one is ignored
@@ -335,7 +335,7 @@ def worker_main(argv: Sequence[str]) -> None:
 
             weights, kernel = engine_parts(mutation, weights, kernel)
         jobs = linear_jobs(config)
-        every = plan(config, shares)  # the same plan as the main process's
+        every = plan(config, shares, *column_steps(config, weights, jobs))  # the same plan as the main process's
         with weights:
             shard = Shard(config, weights, jobs, every[share], kernel)
         buffers = Buffers(config, jobs, every, (x_fd, y_fd))

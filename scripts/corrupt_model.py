@@ -26,7 +26,8 @@ The faults (the "safetensors" ones edit the raw bytes with struct and json, not 
   whose blob was deleted); a sharded index naming a missing shard.
 
 For a .gguf file (a qwen2 model with a tokenizer, as llama.cpp writes one), writes OUT_DIR/<variant>.gguf
-for each fault below and the same OUT_DIR/variants.json (the commands that must refuse each: `inspect`).
+for each fault below and the same OUT_DIR/variants.json (the commands that must refuse each: all three,
+but `inspect` for the last ones, which it shows as they are).
 The bytes are edited with struct after a small parse of the layout of their own (`gguf_layout`):
 
 - bad magic; version 1, 4, and 3 written big-endian; a tensor count and a metadata count of 2^64 - 1;
@@ -36,7 +37,12 @@ The bytes are edited with struct after a small parse of the layout of their own 
   that is not a power of two;
 - a tensor with 5 dimensions, an unknown ggml type, rows that are not whole blocks, a data offset that
   is misaligned, one that overlaps the tensor before, one past the end of the file, a duplicate tensor
-  name; trailing bytes after the data (and, with --random-flips, random header bits).
+  name; trailing bytes after the data (and, with --random-flips, random header bits);
+- tensors that do not fit the qwen2.* keys: a head count that does not divide the embedding length, an
+  embedding length three times the tensors' width, a tensor missing (an ffn_up renamed);
+- a file whose architecture is not qwen2, whose eos id is not a token, whose chat template (if it has
+  one) is not Qwen2.5's, or with a tensor of a type microqwen does not decode (IQ3_S for a Q3_K or
+  IQ4_NL for a Q4_0, of the same size, if it has one).
 
 Standard library only, so it runs in any environment: `python scripts/corrupt_model.py` on
 CPython or PyPy.
@@ -445,8 +451,61 @@ def tensor_field(name: str, field: int) -> Callable[[GGUFLayout], int]:
     return lambda layout: layout.infos[name][field]
 
 
+def overwrite(old: bytes, new: bytes, where: Callable[[GGUFLayout], int]) -> GGUFEdit:
+    """Write `new` over the first `old` (the same length) from the offset `where(layout)` on."""
+
+    def edit(blob: bytes, layout: GGUFLayout) -> bytes:
+        at = blob.index(old, where(layout))
+        assert len(new) == len(old)
+        return blob[:at] + new + blob[at + len(new) :]
+
+    return edit
+
+
+TWINS = {2: (20, "IQ4_NL"), 11: (21, "IQ3_S")}
+"""Block types with a twin of the same block geometry that microqwen does not decode: Q4_0 and IQ4_NL
+(18 bytes for 32 weights), Q3_K and IQ3_S (110 bytes for 256)."""
+
+
+def uint32_value(blob: bytes, layout: GGUFLayout, key: str) -> int:
+    """The uint32 value of metadata key `key`."""
+    return int(struct.unpack_from("<I", blob, layout.kvs[key][2])[0])
+
+
+def gguf_model_variants(blob: bytes) -> List[Tuple[str, GGUFEdit, str, Tuple[str, ...]]]:
+    """Faults in a well-formed file that only running the model finds (inspect shows the file as it is):
+    name, edit, expected error, the commands that refuse it."""
+    layout = gguf_layout(blob)
+    value_at = lambda key: (lambda lay: lay.kvs[key][2])  # noqa: E731
+    variants = [
+        ("not-qwen2", overwrite(b"qwen2", b"llama", value_at("general.architecture")),
+         r"general.architecture is 'llama'; microqwen runs 'qwen2' files", ("generate", "chat")),
+        ("eos-not-a-token", put("<I", 10**6, value_at("tokenizer.ggml.eos_token_id")),
+         r"tokenizer.ggml.eos_token_id 1000000 is not one of the \d+ token ids", ("generate", "chat")),
+        ("head-count-not-a-divisor", put("<I", 3, value_at("qwen2.attention.head_count")),
+         r"qwen2.embedding_length \d+ is not a multiple of qwen2.attention.head_count 3", ALL),
+        ("embedding-length-wrong", put("<I", 3 * uint32_value(blob, layout, "qwen2.embedding_length"), value_at("qwen2.embedding_length")),
+         r"do not fit (its|the) qwen2 metadata: tensor \S+ has shape \[\d+, \d+\], the config implies", ALL),
+    ]  # fmt: skip
+    up = next(n for n in layout.infos if n.endswith("ffn_up.weight"))
+    variants.append(("missing-tensor", rename(up, up.replace("ffn_up", "ffn_uq"), True),
+                     rf"do not fit (its|the) qwen2 metadata: missing tensor model\.layers\.\d+\.mlp\.up_proj\.weight", ALL))  # fmt: skip
+    if "tokenizer.chat_template" in layout.kvs:
+        variants.append(("other-chat-template", overwrite(b"<|im_start|>", b"<|im_begin|>", value_at("tokenizer.chat_template")),
+                         r"tokenizer.chat_template is not Qwen2.5's chat template", ("generate", "chat")))  # fmt: skip
+    for name, (_, _, type_at, _) in layout.infos.items():
+        kind = struct.unpack_from("<I", blob, type_at)[0]
+        if kind in TWINS:
+            twin, twin_name = TWINS[kind]
+            variants.append(("undecodable-type", put("<I", twin, lambda lay, at=type_at: at),
+                             rf"is {twin_name}; microqwen reads F32, F16, BF16", ALL))  # fmt: skip
+            break
+    return variants
+
+
 def gguf_variants(blob: bytes) -> List[Tuple[str, GGUFEdit, str]]:
-    """Every GGUF fault for the good file `blob` (a qwen2 model with a tokenizer): name, edit, expected error."""
+    """Every fault of the GGUF format for the good file `blob` (a qwen2 model with a tokenizer): name, edit,
+    expected error. Every command refuses each."""
     layout = gguf_layout(blob)
     names = list(layout.infos)
     first, second, last = names[0], names[1], names[-1]
@@ -498,19 +557,20 @@ def write_gguf_variants(good: str, out: str, flips: int = 0, seed: int = 1) -> L
     with open(good, "rb") as f:
         blob = f.read()
     layout = gguf_layout(blob)
-    made = [(name, edit(blob, layout), expect) for name, edit, expect in gguf_variants(blob)]
+    made = [(name, edit(blob, layout), expect, ALL) for name, edit, expect in gguf_variants(blob)]
+    made += [(name, edit(blob, layout), expect, commands) for name, edit, expect, commands in gguf_model_variants(blob)]
     rng = random.Random(seed)
     for _ in range(flips):
         position, bit = rng.randrange(layout.data_start), rng.randrange(8)
         flipped = bytearray(blob)
         flipped[position] ^= 1 << bit
-        made.append((f"random-flip-{position}-bit{bit}", bytes(flipped), None))
+        made.append((f"random-flip-{position}-bit{bit}", bytes(flipped), None, ()))
     os.makedirs(out, exist_ok=True)
     manifest = []
-    for name, data, expect in made:
+    for name, data, expect, commands in made:
         with open(os.path.join(out, f"{name}.gguf"), "wb") as f:
             f.write(data)
-        manifest.append({"name": name, "file": f"{name}.gguf", "commands": ["inspect"] if expect else [], "expect": expect})
+        manifest.append({"name": name, "file": f"{name}.gguf", "commands": list(commands), "expect": expect})
     with open(os.path.join(out, "variants.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest

@@ -1,4 +1,4 @@
-"""Dequantisation bit for bit as gguf-py's, and block dot products against dequantise-then-dot.
+"""Dequantisation bit for bit as gguf-py's, and the blocks unpacked into integers and scales.
 
 The reference is tests/fixtures/gguf/blocks.gguf (random blocks of every type, written by gguf-py)
 with gguf-py's `gguf.quants.dequantize` of each in blocks.reference.safetensors.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import random
 import struct
 from array import array
 
@@ -86,27 +85,37 @@ def test_dequantize_refuses_partial_blocks_and_unknown_types() -> None:
         quant.dequantize("IQ2_XXS", bytes(66))
 
 
-def naive_dot(weights: list[float], x: list[float]) -> tuple[float, float]:
-    """sum w x, and sum |w x| (the scale a rounding error is measured against)."""
-    return math.fsum(w * v for w, v in zip(weights, x)), math.fsum(abs(w * v) for w, v in zip(weights, x))
+CODE_RANGES = {"Q8_0": (-128, 127), "Q4_0": (-8, 7), "Q4_1": (0, 15), "Q5_0": (-16, 15), "Q5_1": (0, 31),
+               "Q2_K": (0, 3), "Q3_K": (-4, 3), "Q4_K": (0, 15), "Q5_K": (0, 31), "Q6_K": (-32, 31)}  # fmt: skip
+"""The integer each format stores per weight, as its weight formula uses it (q - 8 for Q4_0, ...)."""
 
 
-def check_kernel(type_name: str, data: bytes, row_length: int, seed: int) -> None:
-    rng = random.Random(seed)
-    x = [rng.gauss(0.0, 1.0) for _ in range(row_length)]
-    exact = quant.BLOCK_FORMATS[type_name](data)  # the weights before float32 rounding
-    y = quant.matvec(type_name, data, x)
-    assert len(y) == len(exact) // row_length
-    for row, value in enumerate(y):
-        expected, scale = naive_dot(exact[row * row_length : (row + 1) * row_length], x)
-        assert abs(value - expected) <= 1e-12 * scale + 1e-300, (type_name, row, value, expected)
+STEP_RANGES = {"Q2_K": (0, 15), "Q3_K": (-32, 31), "Q4_K": (0, 63), "Q5_K": (0, 63), "Q6_K": (-128, 127)}
+"""The k-quants' group scales: 4 bits, 6 bits minus 32, 6 bits, 6 bits, int8."""
 
 
 @pytest.mark.parametrize("type_name", BLOCK_FORMATS)
-def test_block_dot_products_equal_dequantise_then_dot(blocks: dict[str, tuple[str, bytes]], type_name: str) -> None:
+def test_unpacking_gives_a_code_per_weight_in_the_formats_range(blocks: dict[str, tuple[str, bytes]], type_name: str) -> None:
     _, data = blocks[type_name.lower()]
-    block = quant.BY_NAME[type_name].block_size
-    check_kernel(type_name, data, 2 * block, seed=1)  # the fixture's rows are 2 blocks long
+    ggml_type = quant.BY_NAME[type_name]
+    u = quant.unpack(type_name, data)
+    weights = len(data) // ggml_type.type_size * ggml_type.block_size
+    low, high = CODE_RANGES[type_name]
+    assert len(u.codes) == weights and low <= min(u.codes) <= max(u.codes) <= high
+    assert u.block == ggml_type.block_size and len(u.scales) * u.block == weights
+    assert (u.mins is None) == (type_name in ("Q8_0", "Q4_0", "Q5_0", "Q3_K", "Q6_K"))
+    assert u.mins is None or len(u.mins) * u.group == weights
+    if type_name in STEP_RANGES:
+        assert u.steps is not None and len(u.steps) * u.group == weights and u.group in (16, 32)
+        assert STEP_RANGES[type_name][0] <= min(u.steps) <= max(u.steps) <= STEP_RANGES[type_name][1]
+        assert list(u.folded()) == [u.steps[i // u.group] * q for i, q in enumerate(u.codes)]
+    else:
+        assert u.steps is None and list(u.folded()) == list(u.codes)
+
+
+def test_unpack_refuses_a_float_type() -> None:
+    with pytest.raises(ValueError, match="F16 is a float type, not a block format"):
+        quant.unpack("F16", bytes(4))
 
 
 def finite_half() -> st.SearchStrategy[int]:
@@ -114,21 +123,25 @@ def finite_half() -> st.SearchStrategy[int]:
     return st.integers(0, 0xFFFF).filter(lambda bits: bits & 0x7C00 != 0x7C00)
 
 
-@fuzz(quick=60, long=2000)
-@given(st.sampled_from(BLOCK_FORMATS), st.integers(1, 3), st.integers(1, 2), st.data())
-def test_block_dot_products_on_random_blocks(type_name: str, blocks_per_row: int, rows: int, data: st.DataObject) -> None:
+def random_blocks(type_name: str, count: int, data: st.DataObject) -> bytes:
+    """`count` blocks of random bytes with finite float16 scales (as a real file has)."""
     ggml_type = quant.BY_NAME[type_name]
-    raw = bytearray(data.draw(st.binary(min_size=ggml_type.type_size * blocks_per_row * rows,
-                                        max_size=ggml_type.type_size * blocks_per_row * rows), label="blocks"))  # fmt: skip
+    raw = bytearray(data.draw(st.binary(min_size=ggml_type.type_size * count, max_size=ggml_type.type_size * count),
+                              label="blocks"))  # fmt: skip
     for start in range(0, len(raw), ggml_type.type_size):
         for at in SCALE_FIELDS[type_name]:
             raw[start + at : start + at + 2] = struct.pack("<H", data.draw(finite_half(), label="scale"))
-    check_kernel(type_name, bytes(raw), blocks_per_row * ggml_type.block_size, seed=blocks_per_row)
+    return bytes(raw)
 
 
-def test_matvec_takes_an_array_of_bytes_and_refuses_partial_rows() -> None:
-    block = struct.pack("<e", 0.25) + bytes(range(32))  # Q8_0, q = 0..31
-    x = [1.0] * 32
-    assert quant.matvec("Q8_0", array("B", block * 3), x) == [0.25 * sum(range(32))] * 3
-    with pytest.raises(ValueError, match="not whole Q8_0 rows of 32 weights"):
-        quant.matvec("Q8_0", block + b"\0", x)
+@fuzz(quick=60, long=2000)
+@given(st.sampled_from(BLOCK_FORMATS), st.integers(1, 4), st.data())
+def test_blocks_dequantise_block_by_block(type_name: str, count: int, data: st.DataObject) -> None:
+    """Whole blocks decode independently: the weights of n blocks are the weights of each block in turn."""
+    raw = random_blocks(type_name, count, data)
+    size = quant.BY_NAME[type_name].type_size
+    together = quant.dequantize(type_name, raw)
+    alone = array("f")
+    for start in range(0, len(raw), size):
+        alone += quant.dequantize(type_name, raw[start : start + size])
+    assert together.tobytes() == alone.tobytes()

@@ -131,8 +131,8 @@ class Sweep:
     Attributes:
         mode, positions: as in `Ablation`.
         answers, logit_diff_before: the logit difference of the clean run.
-        kl: [layer][head] KL(clean || ablated), the heatmap.
-        logit_diff: [layer][head] the logit difference with that head ablated.
+        kl: `[layer][head]` KL(clean || ablated), the heatmap.
+        logit_diff: `[layer][head]` the logit difference with that head ablated.
         ranked: every head's `HeadEffect`, the largest KL first.
     """
 

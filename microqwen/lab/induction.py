@@ -52,7 +52,7 @@ class Induction:
     Attributes:
         ids: the sequence (n tokens, then the same n again).
         period: n.
-        scores: [layer][head] induction scores, the heatmap.
+        scores: `[layer][head]` induction scores, the heatmap.
         ranked: every head, the highest score first.
         loss_first, loss_repeat: mean -log p of the tokens of the first half (from position 1) and of the second.
     """

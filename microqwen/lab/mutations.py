@@ -42,10 +42,10 @@ from typing import Any, BinaryIO, Callable, Dict, Optional, Type
 from .. import bf16
 from ..bf16 import TABLE
 from ..errors import UsageError
-from ..kernels import Kernel, Matrix, NaiveMatrix, Vector
+from ..kernels import Bf16Matrix, Kernel, NaiveMatrix, Vector
 from ..model import Hook, Qwen2ForCausalLM, RotaryEmbedding
 from ..safetensors import Checkpoint
-from ..weights import Weights
+from ..weights import SafetensorsWeights, Weights
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Mutation:
     prefill_only: bool = False
     plant: Optional[Callable[[Qwen2ForCausalLM], None]] = None
     weights: Optional[Callable[[Weights], Weights]] = None
-    kernel: Optional[Type[Matrix]] = None
+    kernel: Optional[Type[Bf16Matrix]] = None
 
 
 # ------------------------------------------------------------------ in the model
@@ -180,7 +180,9 @@ class EightBytesLate(Checkpoint):
 
 
 def _eight_bytes_late(weights: Weights) -> Weights:
-    return Weights(EightBytesLate(weights.checkpoint))
+    if not isinstance(weights, SafetensorsWeights):
+        raise UsageError("the mutation eight-bytes-late misreads a safetensors file; this model is a .gguf file")
+    return SafetensorsWeights(EightBytesLate(weights.checkpoint))
 
 
 def round_to_bf16(x: float) -> float:
