@@ -319,7 +319,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise UsageError("give the components to ablate (e.g. layers.3.self_attn.head.5), or --sweep for every head")
     _check_outputs(args)
     model_dir, tokenizer = _lab_start(args)
-    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    config = Config.from_model(model_dir)
     for name in args.components:
         parse_component(name, config)  # a bad name is an error before the weights load
     ids = _prompt_ids(args, tokenizer)
@@ -345,7 +345,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
 
     _check_outputs(args)
     model_dir, tokenizer = _lab_start(args)
-    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    config = Config.from_model(model_dir)
     if not args.heads:
         patch_point(args.point, config.num_hidden_layers)  # an unknown point is an error before the weights load
     clean = _ids_or_text(args.clean, args.clean_ids, tokenizer, "--clean")
@@ -376,7 +376,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     _check_outputs(args)
     _check_directory("--save-vector", args.save_vector)
     model_dir, tokenizer = _lab_start(args)
-    layers = Config.from_file(os.path.join(model_dir, "config.json")).num_hidden_layers
+    layers = Config.from_model(model_dir).num_hidden_layers
     if not 0 <= args.layer < layers:
         raise UsageError(f"--layer {args.layer}: this model has layers 0..{layers - 1}")
     ids = _prompt_ids(args, tokenizer)
@@ -423,7 +423,7 @@ def cmd_induction(args: argparse.Namespace) -> int:
         raise UsageError(f"--ablate must be 0 or more, got {args.ablate}")
     _check_outputs(args)
     model_dir, tokenizer = _lab_start(args)
-    config = Config.from_file(os.path.join(model_dir, "config.json"))
+    config = Config.from_model(model_dir)
     heads = config.num_hidden_layers * config.num_attention_heads
     if args.ablate > heads // 2:
         raise UsageError(f"--ablate {args.ablate}: at most half of the model's {heads} heads (the rest are the control)")
@@ -498,11 +498,11 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 
 
 def _lab_start(args: argparse.Namespace) -> tuple[str, Tokenizer | None]:
-    """The model directory and its tokenizer (None if it has none), checked before the weights load."""
+    """The model (a directory or a .gguf file) and its tokenizer (None if it has none), checked before the weights load."""
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     model_dir = _resolve(args.model)
-    return model_dir, Tokenizer.from_dir(model_dir) if Tokenizer.found_in(model_dir) else None
+    return model_dir, Tokenizer.from_model(model_dir) if Tokenizer.found_in(model_dir) else None
 
 
 def _lab_model(args: argparse.Namespace, model_dir: str, tokenizer: Tokenizer | None) -> Qwen2ForCausalLM:

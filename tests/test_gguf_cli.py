@@ -1,4 +1,4 @@
-"""Every command that runs a model takes `--model x.gguf`: generate, chat, trace, bench and serve.
+"""Every command that runs a model takes `--model x.gguf`: generate, chat, trace, bench, serve and the lab's.
 
 On the k-quant fixture (`tests/fixtures/gguf/README.md`: Q5_0, Q8_0 and k-quant matrices, an untied head),
 whose reference is transformers' GGUF loader: generate prints its greedy ids, trace --compare finds every
@@ -7,11 +7,14 @@ point within 1e-4 of its residual stream and logits, and serve answers with its 
 
 from __future__ import annotations
 
+import json
 import pathlib
+
+import pytest
 
 from microqwen.tokenizer import Tokenizer
 
-from .reference import GREEDY_TOKENS, load_reference, token_ids
+from .reference import GREEDY_TOKENS, load_reference, rows, token_ids
 from .server_process import ServerProcess
 from .test_fuzz_cli import run_main
 
@@ -65,3 +68,19 @@ def test_serve_completes_with_the_references_greedy_text() -> None:
     assert status == 200 and [m["id"] for m in models["data"]] == ["kquants-gqa2-untied.gguf"]
     assert answer["choices"][0]["text"] == tokenizer.decode(greedy)
     assert answer["usage"]["completion_tokens"] == GREEDY_TOKENS
+
+
+def test_the_labs_attribution_adds_up_to_the_references_logit(tmp_path: pathlib.Path) -> None:
+    """A lab command on a .gguf file: direct logit attribution of the reference's own next token, whose
+    terms add up to the logit transformers computed there."""
+    ref = load_reference(REFERENCE)
+    prompt = token_ids(ref)
+    logits = rows(*ref["logits"])[-1]  # after the last prompt token
+    target = max(range(len(logits)), key=logits.__getitem__)
+    out = tmp_path / "dla.json"
+    argv = ["attribute", "-m", MODEL, "--ids", ",".join(map(str, prompt)), "--target", f"#{target}",
+            "--workers", "0", "--json", str(out)]  # fmt: skip
+    status, _, err = run_main(argv)
+    assert status == 0, err
+    result = json.loads(out.read_text())
+    assert sum(result["contributions"].values()) == pytest.approx(logits[target], abs=1e-4)
