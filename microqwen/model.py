@@ -30,7 +30,7 @@ own, `planted`, which runs before the caller's; without one there is none.
 weight read once for all of them), and computes the output head at the last position only.
 
 Everything is computed in Python floats (float64) over the bfloat16 weights; the reference
-(transformers, float32) agrees within 1.5e-5 to 3e-5 on the fixtures' logits, its own float32 rounding
+(transformers, float32) agrees within 1.5e-5 to 4e-5 on the fixtures' logits, its own float32 rounding
 (docs: "Qwen2.5-0.5B at a glance", what is computed in which precision).
 """
 
